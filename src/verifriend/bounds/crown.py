@@ -1,0 +1,263 @@
+"""CROWN: linear bounds by back-substitution through the graph, intersected with IBP.
+
+The pass walks the graph forward. Each node gets the interval of its inputs'
+(already tightened) bounds, intersected with plain IBP. The input of every ReLU
+and MaxPool is then tightened by back-substituting its own neurons to the input
+box (full CROWN intermediates), so later relaxations use the tightest bounds known.
+Finally the spec rows ``C @ f(x)`` are back-substituted the same way. Results are
+never looser than IBP's because every bound is intersected with it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from verifriend.bounds.graph import (
+    AffineNode,
+    AvgPoolNode,
+    Conv2dNode,
+    FlattenNode,
+    Graph,
+    LinearNode,
+    MaxPoolNode,
+    ReLUNode,
+)
+from verifriend.bounds.ibp import (
+    check_problem,
+    ibp,
+    interval_pass,
+    pre_relu_bounds,
+    spec_interval,
+)
+from verifriend.bounds.patches import (
+    backsubstitute_patches,
+    chain_windows,
+    conv_chain,
+    max_patch_width,
+    patch_widths,
+)
+from verifriend.bounds.relax import Interval, backsubstitute, interval_rule
+from verifriend.bounds.result import Bounds
+from verifriend.errors import UserError
+
+DEFAULT_MAX_ELEMENTS = 50_000_000
+
+_ELEMENTWISE = (AffineNode, FlattenNode, ReLUNode)  # monotone per coordinate
+_MIXING = (LinearNode, Conv2dNode, AvgPoolNode, MaxPoolNode)
+
+
+def tight_nodes(graph: Graph) -> list[bool]:
+    """For each node, whether plain interval propagation already gives exact bounds.
+
+    The set of values of the input is a box, and stays one under elementwise
+    monotone maps; one mixing layer (Linear, Conv, pooling) applied to a box has
+    exact per-coordinate intervals, and those stay exact under elementwise maps.
+    """
+    box = [True] + [False] * (len(graph.nodes) - 1)
+    tight = list(box)
+    for j, node in enumerate(graph.nodes[1:], 1):
+        src = node.inputs[0]
+        if isinstance(node, _ELEMENTWISE):
+            box[j], tight[j] = box[src], tight[src]
+        elif isinstance(node, _MIXING):
+            tight[j] = box[src]
+    return tight
+
+
+def refinement_plan(graph: Graph) -> dict[int, str]:
+    """Nodes whose bounds CROWN should tighten: ``{node: "unstable" | "all"}``.
+
+    These are the inputs of ReLU and MaxPool nodes, except where intervals are
+    already exact and where the input is itself a ReLU output (its interval, taken
+    from its tightened input, is as good as back-substitution would give). A ReLU
+    input only needs its unstable neurons; a MaxPool input needs all of them.
+    """
+    tight = tight_nodes(graph)
+    plan: dict[int, str] = {}
+    for node in graph.nodes:
+        if not isinstance(node, (ReLUNode, MaxPoolNode)):
+            continue
+        src = node.inputs[0]
+        if tight[src] or isinstance(graph.nodes[src], ReLUNode):
+            continue
+        if isinstance(node, MaxPoolNode) or plan.get(src) == "all":
+            plan[src] = "all"
+        else:
+            plan[src] = "unstable"
+    return plan
+
+
+def _row_sweep(graph: Graph, t: int, use_patches: bool):
+    """How to back-substitute identity rows of node ``t``: returns (width, sweep).
+
+    ``width`` is the per-row element count that sizes chunks; ``sweep(idx, select,
+    intervals)`` returns lower bounds (B, S') of the rows ``[e_idx; -e_idx]`` picked
+    by ``select``. Plain conv chains use patches when they are cheaper.
+    """
+    shape = graph.nodes[t].shape
+    chain = conv_chain(graph, t) if use_patches else None
+    if chain is not None:
+        windows = chain_windows(graph, chain)
+        patch, dense = patch_widths(graph, windows)
+        if patch < dense:
+            hw = math.prod(shape[1:])
+
+            def patch_sweep(idx, select, intervals):
+                dtype = intervals[0][0].dtype
+                ones = torch.ones(idx.numel(), dtype=dtype, device=idx.device)
+                channel, loc = (idx // hw).repeat(2), (idx % hw).repeat(2)
+                sign = torch.cat([ones, -ones])
+                return backsubstitute_patches(
+                    graph, chain, windows, channel, sign, loc, intervals, select
+                )
+
+            return max_patch_width(graph, windows), patch_sweep
+
+    def dense_sweep(idx, select, intervals):
+        c, n = idx.numel(), math.prod(shape)
+        eye = intervals[0][0].new_zeros(c, n)
+        eye[torch.arange(c, device=idx.device), idx] = 1.0
+        A = torch.cat([eye, -eye]).view(1, 2 * c, *shape)
+        return backsubstitute(graph, t, A, intervals, select=select)
+
+    return max(math.prod(n.shape) for n in graph.nodes[: t + 1]), dense_sweep
+
+
+def _refine(
+    graph: Graph,
+    t: int,
+    intervals: list[Interval],
+    rows: Tensor,
+    max_elements: int,
+    use_patches: bool = True,
+) -> Interval:
+    """Tighten node ``t``'s bounds on the neurons ``rows`` (B, n) by back-substitution.
+
+    Rows are identity rows (and their negations, for the upper bound). Rows wanted
+    by any sample are propagated batch-free through the leading affine nodes, then
+    each sample keeps only its own wanted rows (padded to a common count); the
+    union is processed in chunks to respect ``max_elements``.
+    """
+    lower, upper = intervals[t]
+    B = lower.shape[0]
+    lf, uf = lower.flatten(1), upper.flatten(1)
+    width, sweep = _row_sweep(graph, t, use_patches)
+    chunk = max(1, max_elements // (2 * B * width))
+    for idx in rows.any(0).nonzero().squeeze(1).split(chunk):
+        c = idx.numel()
+        wanted = rows[:, idx]
+        k = int(wanted.sum(1).max())
+        # per sample: its wanted rows first (stable sort), padded with other real rows
+        order = torch.argsort((~wanted).to(torch.uint8), dim=1, stable=True)[:, :k]
+        res = sweep(idx, torch.cat([order, order + c], 1), intervals)
+        gidx = idx[order]  # (B, k) neuron indices
+        # padding rows are sound too, but using them would make results depend on
+        # which samples share a batch (CROWN is not monotone in intermediate bounds)
+        keep = torch.arange(k, device=idx.device) < wanted.sum(1, keepdim=True)
+        old_l, old_u = lf.gather(1, gidx), uf.gather(1, gidx)
+        new_l = torch.where(keep, torch.maximum(old_l, res[:, :k]), old_l)
+        new_u = torch.where(keep, torch.minimum(old_u, -res[:, k:]), old_u)
+        lf, uf = lf.scatter(1, gidx, new_l), uf.scatter(1, gidx, new_u)
+    return lf.view_as(lower), uf.view_as(upper)
+
+
+def crown_intervals(
+    graph: Graph,
+    x_lower: Tensor,
+    x_upper: Tensor,
+    *,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+    base: list[Interval] | None = None,
+    use_patches: bool = True,
+) -> list[Interval]:
+    """Bounds of every node, with ReLU/MaxPool inputs tightened by CROWN and IBP.
+
+    ``base`` (plain IBP intervals) is computed when not given; every returned
+    bound is at least as tight as it.
+    """
+    base = base if base is not None else interval_pass(graph, x_lower, x_upper)
+    plan = refinement_plan(graph)
+    intervals: list[Interval] = [base[0]]
+    for j, node in enumerate(graph.nodes[1:], 1):
+        lo, up = interval_rule(node, [intervals[i] for i in node.inputs])
+        intervals.append((torch.maximum(lo, base[j][0]), torch.minimum(up, base[j][1])))
+        mode = plan.get(j)
+        if mode is not None:
+            lo, up = intervals[j]
+            rows = (up > lo) if mode == "all" else (lo < 0) & (up > 0)
+            rows = rows.flatten(1)
+            if bool(rows.any()):
+                intervals[j] = _refine(graph, j, intervals, rows, max_elements, use_patches)
+    return intervals
+
+
+def spec_crown(
+    graph: Graph,
+    intervals: list[Interval],
+    C: Tensor,
+    *,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+) -> Interval:
+    """CROWN bounds (B, m) of ``C @ output`` given bounds for every node that needs them."""
+    B = intervals[0][0].shape[0]
+    width = max(math.prod(n.shape) for n in graph.nodes)
+    chunk = max(1, max_elements // (2 * B * width))
+    lows, ups = [], []
+    for Cc in C.split(chunk, dim=1):
+        m = Cc.shape[1]
+        A = torch.cat([Cc, -Cc], 1).reshape(Cc.shape[0], 2 * m, *graph.output_shape)
+        res = backsubstitute(graph, len(graph.nodes) - 1, A, intervals)
+        lows.append(res[:, :m])
+        ups.append(-res[:, m:])
+    return torch.cat(lows, 1), torch.cat(ups, 1)
+
+
+def crown(
+    graph: Graph,
+    x_lower: Tensor,
+    x_upper: Tensor,
+    C: Tensor | None = None,
+    *,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+    use_patches: bool = True,
+) -> Bounds:
+    """CROWN bounds of ``C @ f(x)`` for ``x`` in ``[x_lower, x_upper]``, intersected with IBP.
+
+    Shapes as for :func:`verifriend.bounds.ibp.ibp`. ``max_elements`` caps the size of
+    the coefficient tensors of one backward sweep (rows are processed in chunks).
+    ``use_patches=False`` forces dense intermediate sweeps (same bounds, slower).
+    """
+    C = check_problem(graph, x_lower, x_upper, C)
+    base = interval_pass(graph, x_lower, x_upper)
+    intervals = crown_intervals(
+        graph, x_lower, x_upper, max_elements=max_elements, base=base, use_patches=use_patches
+    )
+    lower, upper = spec_crown(graph, intervals, C, max_elements=max_elements)
+    for lo, up in (spec_interval(graph, intervals, C), spec_interval(graph, base, C)):
+        lower, upper = torch.maximum(lower, lo), torch.minimum(upper, up)
+    return Bounds(lower, upper, pre_relu_bounds(graph, intervals), "crown", intervals)
+
+
+def compute_bounds(
+    graph: Graph,
+    x_lower: Tensor,
+    x_upper: Tensor,
+    C: Tensor | None = None,
+    method: str = "crown",
+    *,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+) -> Bounds:
+    """Bounds of ``C @ f(x)`` over the box with ``method`` "ibp" or "crown".
+
+    ``graph`` may also be an ``nn.Module``, converted with ``Graph.from_module``.
+    """
+    if not isinstance(graph, Graph) and isinstance(graph, torch.nn.Module):
+        graph = Graph.from_module(graph, tuple(x_lower.shape[1:]))
+    if method == "ibp":
+        return ibp(graph, x_lower, x_upper, C)
+    if method == "crown":
+        return crown(graph, x_lower, x_upper, C, max_elements=max_elements)
+    raise UserError(f"unknown bound method '{method}'; choose 'ibp' or 'crown'.")
