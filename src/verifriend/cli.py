@@ -1,0 +1,141 @@
+"""The `verifriend` command line: one typer app; each sub-command is a thin call into a package."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from verifriend.errors import UserError
+
+app = typer.Typer(
+    help="Train, verify and measure verification-friendly neural networks.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True, soft_wrap=True)
+
+
+def user_errors(fn):
+    """Turn a UserError into one sentence on stderr and exit code 2 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as e:
+            err_console.print(f"[bold red]error:[/] {e}", highlight=False)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+DataDir = Annotated[
+    str | None,
+    typer.Option(help="Directory with the data set files (else $VERIFRIEND_DATA, ../shared/datasets)."),
+]
+
+
+@app.command(epilog="Example: verifriend demo --out demo-out")
+@user_errors
+def demo(
+    out: Annotated[Path, typer.Option(help="Output directory for models, results.json, report.md.")] = Path("demo-out"),
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs per model.")] = 10,
+    train_eps: Annotated[float, typer.Option(help="NBC training radius (pixel space).")] = 0.1,
+    eps: Annotated[float, typer.Option(help="Evaluation radius (pixel space).")] = 0.05,
+    per_class: Annotated[int, typer.Option(min=1, help="Test properties per class.")] = 10,
+    dataset: Annotated[str, typer.Option(help="Data set name.")] = "mnist-embedded",
+    data_dir: DataDir = None,
+    seed: int = 0,
+) -> None:
+    """Train a natural and an NBC network on real MNIST and compare their verification-friendliness."""
+    from verifriend.demo import DemoConfig, run_demo
+
+    run_demo(DemoConfig(dataset=dataset, data_dir=data_dir, epochs=epochs, train_eps=train_eps,
+                        eval_eps=eps, per_class=per_class, seed=seed, out=str(out)), console)
+
+
+@app.command(epilog="Example: verifriend train --method nbc --arch cnn_4layer --epochs 5 --eps 0.1 --out runs/nbc")
+@user_errors
+def train(
+    out: Annotated[Path, typer.Option(help="Output directory: model.pt and model.train.json.")],
+    method: Annotated[str, typer.Option(help="Training method: natural | nbc.")] = "natural",
+    arch: Annotated[str, typer.Option(help="Zoo architecture (see `verifriend zoo`).")] = "cnn_4layer",
+    dataset: Annotated[str, typer.Option(help="Data set: mnist-embedded, mnist, fashion-mnist, cifar10.")] = "mnist-embedded",
+    data_dir: DataDir = None,
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 10,
+    eps: Annotated[float, typer.Option(help="Training radius (pixel space), used by NBC.")] = 0.1,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 1e-4,
+    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 128,
+    limit: Annotated[int | None, typer.Option(help="Use only the first N training examples.")] = None,
+    seed: int = 0,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+) -> None:
+    """Train a zoo architecture with a (verification-friendly) training method."""
+    from verifriend.data import load_dataset
+    from verifriend.train import TrainConfig
+    from verifriend.workflows import train_and_save
+
+    cfg = TrainConfig.from_dict({"method": method, "epochs": epochs, "eps": eps, "lr": lr, "batch_size": batch_size,
+                                     "limit": limit, "seed": seed, "device": device})
+    data = load_dataset(dataset, data_dir)
+    _, ckpt, history = train_and_save(arch, data, cfg, out)
+    last = history[-1]
+    console.print(f"wrote {ckpt} (train acc {100 * last['train_acc']:.1f}%, "
+                  f"{last['total_time_s']:.0f} s)")
+
+
+@app.command(epilog="Example: verifriend evaluate runs/nbc/model.pt --eps 0.02 --eps 0.05 --per-class 10 --json")
+@user_errors
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="A .pt written by `verifriend train`.")],
+    eps: Annotated[list[float], typer.Option(help="Verification radius; repeat for several.")] = [0.05],  # noqa: B006
+    per_class: Annotated[int, typer.Option(help="Test properties per class.")] = 10,
+    pgd_steps: Annotated[int, typer.Option(help="PGD steps for PGD accuracy.")] = 100,
+    data_dir: DataDir = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Measure clean/PGD accuracy, stable-neuron ratio and properties proved by IBP/CROWN."""
+    from verifriend.metrics.report import comparison_table
+    from verifriend.workflows import evaluate_checkpoint
+
+    result = evaluate_checkpoint(model, eps, per_class=per_class, data_dir=data_dir, pgd_steps=pgd_steps)
+    if json_out:
+        print(json.dumps(result, indent=2))
+    else:
+        cols = {f"eps={r['eps']}": r for r in result["results"]}
+        console.print(comparison_table(cols, f"{result['arch']} on {result['dataset']}"))
+
+
+@app.command(epilog="Example: verifriend export runs/nbc/model.pt runs/nbc/model.onnx")
+@user_errors
+def export(
+    model: Annotated[Path, typer.Argument(help="A .pt written by `verifriend train`.")],
+    onnx_path: Annotated[Path, typer.Argument(help="Where to write the ONNX file.")],
+) -> None:
+    """Export a verifriend model to ONNX (normalization included)."""
+    from verifriend.models import export_onnx, load_model
+
+    net, meta = load_model(model)
+    export_onnx(net, onnx_path, tuple(meta["input_shape"]))
+    console.print(f"wrote {onnx_path}")
+
+
+@app.command(epilog="Example: verifriend zoo")
+@user_errors
+def zoo() -> None:
+    """List the model zoo's architectures."""
+    from verifriend.models import describe_architecture, list_architectures
+
+    for name in list_architectures():
+        console.print(f"[bold]{name}[/]: {describe_architecture(name)}", highlight=False)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,122 @@
+"""Verification-friendliness metrics of one model on a set of Linf robustness properties.
+
+A property is one test image with its label and a radius eps: "every input in the
+eps-ball (clipped to [0,1]) is classified as the label". The metrics are the ones the
+NBC paper reports and that the incomplete bound engine can give: clean accuracy, PGD
+accuracy, the stable-neuron ratio, and the share of properties proved by IBP and CROWN.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from verifriend.attack import pgd_accuracy
+from verifriend.bounds import Graph, compute_bounds, linf_box, robustness_spec
+
+
+@dataclass
+class Friendliness:
+    """Metrics of one model at one radius; percentages are 0-100."""
+
+    eps: float
+    n_properties: int
+    clean_acc: float
+    pgd_acc: float
+    stable_pct: float
+    proved_ibp_pct: float
+    proved_crown_pct: float
+    proved_pct: float
+    stable_pct_per_layer: list[float] = field(default_factory=list)
+    time_s: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _batches(n: int, size: int):
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+@torch.no_grad()
+def clean_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
+    """Fraction of ``x`` that ``model`` classifies as ``y``."""
+    correct = 0
+    for s in _batches(len(x), batch_size):
+        correct += (model(x[s]).argmax(1) == y[s]).sum().item()
+    return correct / max(len(x), 1)
+
+
+def property_bounds(graph: Graph, x: torch.Tensor, y: torch.Tensor, eps: float, batch_size: int = 50):
+    """IBP and CROWN verdicts plus stable-neuron statistics for each property.
+
+    Returns a dict of per-property tensors: ``proved_ibp``, ``proved_crown`` (bool),
+    ``stable`` (fraction of stable hidden ReLUs under CROWN bounds) and
+    ``stable_per_layer`` (properties x ReLU layers).
+    """
+    proved_ibp, proved_crown, stable, per_layer = [], [], [], []
+    for s in _batches(len(x), batch_size):
+        lo, hi = linf_box(x[s], eps)
+        spec = robustness_spec(y[s], graph.num_outputs)
+        ibp_b = compute_bounds(graph, lo, hi, spec, method="ibp")
+        crown_b = compute_bounds(graph, lo, hi, spec, method="crown")
+        proved_ibp.append((ibp_b.lower > 0).all(1))
+        proved_crown.append((crown_b.lower > 0).all(1))
+        layer_stable, layer_sizes = [], []
+        for pl, pu in crown_b.pre_relu:
+            st = ((pl >= 0) | (pu <= 0)).flatten(1)
+            layer_stable.append(st.sum(1))
+            layer_sizes.append(st.shape[1])
+        counts = torch.stack(layer_stable, 1).to(torch.float64)
+        sizes = torch.tensor(layer_sizes, dtype=torch.float64)
+        stable.append(counts.sum(1) / sizes.sum())
+        per_layer.append(counts / sizes)
+    return {
+        "proved_ibp": torch.cat(proved_ibp),
+        "proved_crown": torch.cat(proved_crown),
+        "stable": torch.cat(stable),
+        "stable_per_layer": torch.cat(per_layer),
+    }
+
+
+def evaluate_friendliness(
+    model: nn.Module,
+    x_test: torch.Tensor,
+    y_test: torch.Tensor,
+    prop_idx: torch.Tensor,
+    eps: float,
+    *,
+    pgd_steps: int = 100,
+    pgd_restarts: int = 1,
+    batch_size: int = 50,
+) -> Friendliness:
+    """Clean and PGD accuracy on the whole test set; bounds on the properties ``prop_idx``.
+
+    A property is proved when every margin ``f_y - f_j`` has a positive lower bound; a
+    property proved by IBP is also proved by CROWN, which reports the intersection of both.
+    """
+    start = time.perf_counter()
+    model.eval()
+    clean = clean_accuracy(model, x_test, y_test)
+    pgd = pgd_accuracy(model, x_test, y_test, eps, steps=pgd_steps, restarts=pgd_restarts)
+    graph = Graph.from_module(model, tuple(x_test.shape[1:]))
+    xs, ys = x_test[prop_idx], y_test[prop_idx]
+    r = property_bounds(graph, xs, ys, eps, batch_size=batch_size)
+    proved = r["proved_ibp"] | r["proved_crown"]
+    n = len(prop_idx)
+    return Friendliness(
+        eps=eps,
+        n_properties=n,
+        clean_acc=100.0 * clean,
+        pgd_acc=100.0 * pgd,
+        stable_pct=100.0 * r["stable"].mean().item(),
+        proved_ibp_pct=100.0 * r["proved_ibp"].float().mean().item(),
+        proved_crown_pct=100.0 * r["proved_crown"].float().mean().item(),
+        proved_pct=100.0 * proved.float().mean().item(),
+        stable_pct_per_layer=(100.0 * r["stable_per_layer"].mean(0)).tolist(),
+        time_s=time.perf_counter() - start,
+    )
