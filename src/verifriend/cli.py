@@ -46,7 +46,7 @@ DataDir = Annotated[
 @user_errors
 def demo(
     out: Annotated[Path, typer.Option(help="Output directory for models, results.json, report.md.")] = Path("demo-out"),
-    epochs: Annotated[int, typer.Option(min=1, help="Training epochs per model.")] = 10,
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs per model.")] = 20,
     train_eps: Annotated[float, typer.Option(help="NBC training radius (pixel space).")] = 0.1,
     eps: Annotated[float, typer.Option(help="Evaluation radius (pixel space).")] = 0.05,
     per_class: Annotated[int, typer.Option(min=1, help="Test properties per class.")] = 10,

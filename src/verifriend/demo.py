@@ -21,7 +21,7 @@ class DemoConfig:
     arch: str = "cnn_4layer"
     dataset: str = "mnist-embedded"
     data_dir: str | None = None
-    epochs: int = 10
+    epochs: int = 20
     lr: float = 1e-3
     train_eps: float = 0.1
     eval_eps: float = 0.05

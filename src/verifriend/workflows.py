@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from verifriend.data import Dataset, load_dataset, select_per_class
@@ -38,6 +39,7 @@ def train_and_save(
     check_eps(cfg.eps, "training eps")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)  # the initial weights are part of what a seed fixes
     model = build_model(arch, data.input_shape, data.num_classes, data.mean, data.std)
     ckpt = out_dir / f"{name}.pt"
     meta = {"arch": arch, "input_shape": data.input_shape, "num_classes": data.num_classes,
