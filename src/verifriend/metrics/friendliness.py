@@ -15,7 +15,14 @@ import torch
 from torch import nn
 
 from verifriend.attack import pgd_accuracy
-from verifriend.bounds import Graph, compute_bounds, linf_box, robustness_spec
+from verifriend.bounds import (
+    Graph,
+    compute_bounds,
+    linf_box,
+    robustness_spec,
+    stable_ratio,
+    unstable_counts,
+)
 
 
 @dataclass
@@ -66,15 +73,9 @@ def property_bounds(graph: Graph, x: torch.Tensor, y: torch.Tensor, eps: float, 
         crown_b = compute_bounds(graph, lo, hi, spec, method="crown")
         proved_ibp.append((ibp_b.lower > 0).all(1))
         proved_crown.append((crown_b.lower > 0).all(1))
-        layer_stable, layer_sizes = [], []
-        for pl, pu in crown_b.pre_relu:
-            st = ((pl >= 0) | (pu <= 0)).flatten(1)
-            layer_stable.append(st.sum(1))
-            layer_sizes.append(st.shape[1])
-        counts = torch.stack(layer_stable, 1).to(torch.float64)
-        sizes = torch.tensor(layer_sizes, dtype=torch.float64)
-        stable.append(counts.sum(1) / sizes.sum())
-        per_layer.append(counts / sizes)
+        sizes = torch.tensor([pl[0].numel() for pl, _ in crown_b.pre_relu], dtype=torch.float64)
+        stable.append(stable_ratio(crown_b).double())
+        per_layer.append(1.0 - unstable_counts(crown_b).double() / sizes)
     return {
         "proved_ibp": torch.cat(proved_ibp),
         "proved_crown": torch.cat(proved_crown),
