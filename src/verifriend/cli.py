@@ -127,6 +127,32 @@ def export(
     console.print(f"wrote {onnx_path}")
 
 
+@app.command(epilog="Example: verifriend bounds net.onnx prop.vnnlib.gz --method crown --json")
+@user_errors
+def bounds(
+    model: Annotated[Path, typer.Argument(help="An ONNX network.")],
+    spec: Annotated[Path, typer.Argument(help="A VNN-LIB spec (.vnnlib or .vnnlib.gz).")],
+    method: Annotated[str, typer.Option(help="ibp | crown | alpha (alpha-CROWN).")] = "crown",
+    iterations: Annotated[int, typer.Option(min=0, help="alpha-CROWN iterations.")] = 20,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Bound a.Y - b for every output constraint a.Y >= b of the spec, in file order."""
+    from rich.table import Table
+
+    from verifriend.specs.bounding import bound_files
+
+    result = bound_files(model, spec, method, iterations)
+    if json_out:
+        print(json.dumps(result))
+        return
+    table = Table(title=f"{method} bounds of a.Y - b ({result['time_s']:.3f} s)")
+    for col in ("#", "clause", "lower", "upper"):
+        table.add_column(col, justify="right")
+    for i, c in enumerate(result["constraints"]):
+        table.add_row(str(i), str(c["clause"]), f"{c['lower']:.6g}", f"{c['upper']:.6g}")
+    console.print(table)
+
+
 @app.command(epilog="Example: verifriend zoo")
 @user_errors
 def zoo() -> None:

@@ -11,6 +11,7 @@ never looser than IBP's because every bound is intersected with it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -172,11 +173,14 @@ def crown_intervals(
     max_elements: int = DEFAULT_MAX_ELEMENTS,
     base: list[Interval] | None = None,
     use_patches: bool = True,
+    tighten: Callable[[int, Interval], Interval] | None = None,
 ) -> list[Interval]:
     """Bounds of every node, with ReLU/MaxPool inputs tightened by CROWN and IBP.
 
     ``base`` (plain IBP intervals) is computed when not given; every returned
-    bound is at least as tight as it.
+    bound is at least as tight as it. ``tighten(j, bounds)``, when given, may
+    shrink each node's bounds right after they are computed (beta-CROWN clamps
+    split pre-activations there, so later layers see the split domain).
     """
     base = base if base is not None else interval_pass(graph, x_lower, x_upper)
     plan = refinement_plan(graph)
@@ -191,6 +195,8 @@ def crown_intervals(
             rows = rows.flatten(1)
             if bool(rows.any()):
                 intervals[j] = _refine(graph, j, intervals, rows, max_elements, use_patches)
+        if tighten is not None:
+            intervals[j] = tighten(j, intervals[j])
     return intervals
 
 

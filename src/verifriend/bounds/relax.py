@@ -23,6 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from verifriend.bounds.activations import (
+    SigmoidNode,
+    TanhNode,
+    backward_s_shape,
+    interval_s_shape,
+)
 from verifriend.bounds.graph import (
     AddNode,
     AffineNode,
@@ -41,7 +47,7 @@ Interval = tuple[Tensor, Tensor]
 BackwardResult = tuple[tuple[Tensor, ...], Tensor | None]
 
 # nodes whose backward rule needs the bounds of their input (all others are affine)
-NEEDS_INPUT_BOUNDS = (ReLUNode, MaxPoolNode)
+NEEDS_INPUT_BOUNDS = (ReLUNode, MaxPoolNode, SigmoidNode, TanhNode)
 
 
 def is_affine(node: Node) -> bool:
@@ -267,6 +273,8 @@ INTERVAL_RULES: dict[type, Callable[..., Interval]] = {
     AddNode: interval_add,
     AvgPoolNode: interval_avgpool,
     MaxPoolNode: interval_maxpool,
+    SigmoidNode: interval_s_shape,
+    TanhNode: interval_s_shape,
 }
 
 BACKWARD_RULES: dict[type, Callable[..., BackwardResult]] = {
@@ -278,6 +286,8 @@ BACKWARD_RULES: dict[type, Callable[..., BackwardResult]] = {
     AddNode: backward_add,
     AvgPoolNode: backward_avgpool,
     MaxPoolNode: backward_maxpool,
+    SigmoidNode: backward_s_shape,
+    TanhNode: backward_s_shape,
 }
 
 
@@ -311,6 +321,7 @@ def backsubstitute(
     intervals: list[Interval | None],
     *,
     lower_slopes: dict[int, Tensor] | None = None,
+    input_terms: dict[int, Tensor] | None = None,
     stop: Callable[[int], bool] | None = None,
     select: Tensor | None = None,
 ) -> Tensor:
@@ -323,7 +334,10 @@ def backsubstitute(
     ``stop(j)`` is true: there the linear function is concretized at the interval
     instead of being propagated further (IBP's elided final layer uses this).
     ``lower_slopes[j]`` overrides the lower slopes of unstable neurons of ReLU node
-    ``j`` (alpha-CROWN). ``select`` (B, S') picks per batch element which of the S
+    ``j`` (alpha-CROWN). ``input_terms[j]`` (B, S, *shape of j's input) is added to
+    the coefficients on node ``j``'s input after ``j``'s rule: beta-CROWN's split
+    multipliers enter there (the caller makes sure the added term is sound).
+    ``select`` (B, S') picks per batch element which of the S
     shared rows are wanted; shared rows stay batch-free (cheap) until the first
     node whose rule depends on the batch.
     """
@@ -345,6 +359,9 @@ def backsubstitute(
             ins = [intervals[i] for i in node.inputs]
             alpha = lower_slopes.get(j) if lower_slopes else None
             coefs, term = BACKWARD_RULES[type(node)](node, a, ins, alpha)
+            extra = input_terms.get(j) if input_terms else None
+            if extra is not None:
+                coefs = (coefs[0] + extra, *coefs[1:])
             for i, ai in zip(node.inputs, coefs):
                 pending[i] = pending[i] + ai if i in pending else ai
         if term is not None:
