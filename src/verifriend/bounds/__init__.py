@@ -1,4 +1,4 @@
-"""Bound engine: the graph IR, IBP and CROWN.
+"""Bound engine: the graph IR (from modules or ONNX), IBP, CROWN, alpha/beta-CROWN.
 
 Typical use::
 
@@ -8,6 +8,7 @@ Typical use::
     proved = (b.lower > 0).all(1)
 """
 
+from verifriend.bounds.confirm import confirm_bound, proof_holds
 from verifriend.bounds.crown import (
     compute_bounds,
     crown,
@@ -29,6 +30,8 @@ from verifriend.bounds.graph import (
     ReLUNode,
 )
 from verifriend.bounds.ibp import ibp, interval_pass, spec_interval
+from verifriend.bounds.onnx_import import OnnxGraph, load_onnx
+from verifriend.bounds.optimize import OptState, alpha_crown, beta_crown
 from verifriend.bounds.relax import backsubstitute, concretize, relu_relaxation
 from verifriend.bounds.result import (
     Bounds,
@@ -38,6 +41,7 @@ from verifriend.bounds.result import (
     stable_ratio,
     unstable_counts,
 )
+from verifriend.bounds.splits import Splits
 
 __all__ = [
     "AddNode",
@@ -51,15 +55,23 @@ __all__ = [
     "LinearNode",
     "MaxPoolNode",
     "Node",
+    "OnnxGraph",
+    "OptState",
     "ReLUNode",
+    "Splits",
+    "alpha_crown",
     "backsubstitute",
+    "beta_crown",
     "compute_bounds",
     "concretize",
+    "confirm_bound",
     "crown",
     "crown_intervals",
     "ibp",
     "interval_pass",
     "linf_box",
+    "load_onnx",
+    "proof_holds",
     "refinement_plan",
     "relu_relaxation",
     "robustness_spec",

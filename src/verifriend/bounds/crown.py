@@ -256,9 +256,11 @@ def compute_bounds(
     *,
     max_elements: int = DEFAULT_MAX_ELEMENTS,
 ) -> Bounds:
-    """Bounds of ``C @ f(x)`` over the box with ``method`` "ibp" or "crown".
+    """Bounds of ``C @ f(x)`` over the box with ``method`` "ibp", "crown" or "alpha".
 
     ``graph`` may also be an ``nn.Module``, converted with ``Graph.from_module``.
+    "alpha" is alpha-CROWN with its defaults (20 iterations, intermediate alphas);
+    use :func:`verifriend.bounds.optimize.alpha_crown` for its options and state.
     """
     if not isinstance(graph, Graph) and isinstance(graph, torch.nn.Module):
         graph = Graph.from_module(graph, tuple(x_lower.shape[1:]))
@@ -266,4 +268,9 @@ def compute_bounds(
         return ibp(graph, x_lower, x_upper, C)
     if method == "crown":
         return crown(graph, x_lower, x_upper, C, max_elements=max_elements)
-    raise UserError(f"unknown bound method '{method}'; choose 'ibp' or 'crown'.")
+    if method == "alpha":
+        # imported here: the optimizer builds on this module
+        from verifriend.bounds.optimize import alpha_crown
+
+        return alpha_crown(graph, x_lower, x_upper, C, max_elements=max_elements)[0]
+    raise UserError(f"unknown bound method '{method}'; choose 'ibp', 'crown' or 'alpha'.")

@@ -144,11 +144,14 @@ def backsubstitute_patches(
     loc: Tensor,
     intervals: list[Interval],
     select: Tensor | None = None,
+    lower_slopes: dict[int, Tensor] | None = None,
 ) -> Tensor:
     """Lower bounds (B, S') of rows ``sign * e_(channel, loc)`` of node ``chain[0]``.
 
     ``channel``, ``sign``, ``loc`` are (S,) and describe S shared rows; ``select``
     (B, S') picks each sample's rows as in ``relax.backsubstitute``.
+    ``lower_slopes[j]`` (B, S', C, Kh, Kw), patch-shaped like the coefficients at
+    ReLU node ``j``, overrides the lower slopes of its unstable neurons (alpha-CROWN).
     """
     start = graph.nodes[chain[0]]
     S = channel.numel()
@@ -180,9 +183,17 @@ def backsubstitute_patches(
                 S, select = P.shape[1], None
             lower, upper = intervals[i]
             lo, up, icpt = relu_relaxation(lower, upper)
-            # one gather of the three slope maps at every row's window
-            maps = _rows_of(torch.cat([lo, up - lo, icpt], 1), windows[i], loc)
-            lo, diff, icpt = maps.unflatten(2, (3, -1)).unbind(2)
+            alpha = lower_slopes.get(j) if lower_slopes else None
+            if alpha is None:
+                # one gather of the three slope maps at every row's window
+                maps = _rows_of(torch.cat([lo, up - lo, icpt], 1), windows[i], loc)
+                lo, diff, icpt = maps.unflatten(2, (3, -1)).unbind(2)
+            else:
+                unstable = ((lower < 0) & (upper > 0)).to(lower.dtype)
+                maps = _rows_of(torch.cat([lo, up, icpt, unstable], 1), windows[i], loc)
+                lo, up, icpt, unstable = maps.unflatten(2, (4, -1)).unbind(2)
+                lo = torch.where(unstable > 0, alpha.clamp(0.0, 1.0), lo)
+                diff = up - lo
             neg = P.clamp(max=0)
             add(torch.einsum("bschw,bschw->bs", neg, icpt))
             P = torch.addcmul(P * lo, neg, diff)

@@ -22,10 +22,8 @@ def _bound_rows(graph: Graph, spec: Spec, A: torch.Tensor, method: str, iteratio
     if method == "alpha":
         from verifriend.bounds.optimize import alpha_crown
 
-        b, _ = alpha_crown(graph, lo, hi, C, iterations=iterations)
-        # alpha-CROWN optimizes lower bounds; upper bounds are lower bounds of -A
-        neg, _ = alpha_crown(graph, lo, hi, -C, iterations=iterations)
-        return b.lower[0], torch.minimum(b.upper[0], -neg.lower[0])
+        b, _ = alpha_crown(graph, lo, hi, C, iterations=iterations, bound_upper=True)
+        return b.lower[0], b.upper[0]
     b = compute_bounds(graph, lo, hi, C, method=method)
     return b.lower[0], b.upper[0]
 

@@ -1,0 +1,536 @@
+"""alpha-CROWN and beta-CROWN: back-substitution with optimized slopes and multipliers.
+
+Both passes bound a batch of D domains (one input box each, optionally with ReLU
+split constraints) in one vectorized call:
+
+1. intermediate bounds are computed once per call by CROWN + IBP on the domain;
+   split pre-activations are clamped (``z >= 0``: lower = max(lower, 0); ``z <= 0``:
+   upper = min(upper, 0)) as soon as they are known, so a split neuron's relaxation
+   is exact and later layers see the split domain;
+2. the spec rows are back-substituted with **alpha**, the lower slope of every
+   ReLU neuron, separately per domain and spec row, and **beta** >= 0, one Lagrange
+   multiplier per split neuron and row: the term ``-beta * sign * z`` is added to
+   the coefficients of the pre-activation ``z`` (beta-CROWN). Because
+   ``sign * z >= 0`` on the domain, the term is <= 0 there, so every alpha in [0, 1]
+   and beta >= 0 gives a sound lower bound;
+3. alpha and beta are optimized by projected gradient ascent (Adam) on the sum of
+   the concretized lower bounds; the best bound seen for each row is kept with the
+   parameters that gave it (in ``OptState``, for warm starts and float64 confirmation).
+
+With ``intermediate=True`` the bounds of every unstable intermediate neuron are
+also recomputed at each step by back-substitution with their own alphas (one set
+per intermediate neuron and bound side, for every earlier ReLU), optimized
+jointly with the final ones through the final bound, as auto_LiRPA does. These
+shared parameters tie a domain's rows together, so the best iterate is then kept
+per domain (by the sum of its rows) rather than per row; the result is still
+intersected with CROWN's bound per row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from verifriend.bounds.crown import DEFAULT_MAX_ELEMENTS, crown_intervals, refinement_plan
+from verifriend.bounds.graph import Graph, ReLUNode
+from verifriend.bounds.ibp import check_problem, interval_pass, pre_relu_bounds, spec_interval
+from verifriend.bounds.patches import (
+    _rows_of,
+    backsubstitute_patches,
+    chain_windows,
+    conv_chain,
+    patch_widths,
+)
+from verifriend.bounds.relax import Interval, backsubstitute, interval_rule
+from verifriend.bounds.result import Bounds
+from verifriend.bounds.splits import Splits
+from verifriend.errors import UserError
+
+
+@dataclass
+class OptState:
+    """Optimized parameters of a batch of D domains, keyed by ReLU node index.
+
+    ``alphas[r]`` are lower slopes in [0, 1] and ``betas[r]`` split multipliers >= 0,
+    both (D, S, *shape of node r) where S is the number of optimized rows: the m
+    spec rows, followed by the m negated rows when ``bound_upper``.
+    """
+
+    alphas: dict[int, Tensor]
+    betas: dict[int, Tensor]
+    bound_upper: bool = False
+    # intermediate=True only: per refined node t, its rows and per ReLU r < t the
+    # alphas (D, 2k, *shape of r) of those rows
+    rows: dict[int, IntermediateRows] = dataclasses.field(default_factory=dict)
+    inner: dict[int, dict[int, Tensor]] = dataclasses.field(default_factory=dict)
+
+    def select(self, index: Tensor) -> OptState:
+        """The state of domains ``index`` (e.g. each child's parent)."""
+        return OptState(
+            {r: a[index] for r, a in self.alphas.items()},
+            {r: b[index] for r, b in self.betas.items()},
+            self.bound_upper,
+            {t: rw.select(index) for t, rw in self.rows.items()},
+            {t: {r: a[index] for r, a in d.items()} for t, d in self.inner.items()},
+        )
+
+    def to(self, dtype: torch.dtype) -> OptState:
+        """A copy with every parameter cast to ``dtype``."""
+        return dataclasses.replace(
+            self,
+            alphas={r: a.to(dtype) for r, a in self.alphas.items()},
+            betas={r: b.to(dtype) for r, b in self.betas.items()},
+            inner={t: {r: a.to(dtype) for r, a in d.items()} for t, d in self.inner.items()},
+        )
+
+
+@dataclass
+class IntermediateRows:
+    """Which neurons of one intermediate node get optimized bounds, per domain.
+
+    ``idx`` (c,) is the union of the neurons; ``pick`` (D, 2k) chooses each domain's
+    rows among the identity rows ``[e_idx; -e_idx]``; ``neuron`` (D, k) are their
+    flat neuron indices; ``keep`` (D, k) is False on padding rows.
+    """
+
+    idx: Tensor
+    pick: Tensor
+    neuron: Tensor
+    keep: Tensor
+    patches: bool = False  # rows go through patch-mode back-substitution
+
+    def select(self, index: Tensor) -> IntermediateRows:
+        return dataclasses.replace(
+            self, pick=self.pick[index], neuron=self.neuron[index], keep=self.keep[index]
+        )
+
+
+@dataclass
+class _Problem:
+    """Everything fixed during the optimization of one batch of domains."""
+
+    intervals: list[Interval]  # CROWN + IBP bounds of the domains, splits clamped
+    base: list[Interval]
+    C: Tensor  # (D or 1, m, n_out)
+    rows: Tensor  # (D or 1, S, *output_shape)
+    signs: dict[int, Tensor]  # ReLU node -> (D, 1, *shape) split signs as floats
+    infeasible: Tensor  # (D,) bool
+    tighten: Callable[[int, Interval], Interval] | None
+    inner_rows: dict[int, IntermediateRows]
+
+
+def _clamp_splits(graph: Graph, splits: Splits):
+    """The ``tighten`` hook of ``crown_intervals`` that enforces the splits."""
+    by_input: dict[int, list[Tensor]] = {}
+    for r, s in splits.signs.items():
+        by_input.setdefault(graph.nodes[r].inputs[0], []).append(s)
+
+    def tighten(j: int, bounds: Interval) -> Interval:
+        lo, up = bounds
+        for s in by_input.get(j, ()):
+            lo = torch.where(s > 0, lo.clamp(min=0), lo)
+            up = torch.where(s < 0, up.clamp(max=0), up)
+        return lo, up
+
+    return tighten
+
+
+def _empty_domains(intervals: list[Interval]) -> Tensor:
+    """(D,) True where some node's bounds cross: the domain contains no input.
+
+    A tolerance of sqrt(machine eps) (relative) keeps rounding in a feasible but
+    degenerate domain from being taken for emptiness; calling an empty domain
+    feasible is always sound, so erring this way only costs tightness.
+    """
+    lo0 = intervals[0][0]
+    tol = torch.finfo(lo0.dtype).eps ** 0.5
+    empty = torch.zeros(lo0.shape[0], dtype=torch.bool, device=lo0.device)
+    for lo, up in intervals:
+        scale = 1 + torch.maximum(lo.abs(), up.abs())
+        empty |= ((lo - up) > tol * scale).flatten(1).any(1)
+    return empty
+
+
+def _patch_geometry(graph: Graph, t: int):
+    """(chain, windows) when node ``t``'s rows are cheaper as patches, else None."""
+    chain = conv_chain(graph, t)
+    if chain is None:
+        return None
+    windows = chain_windows(graph, chain)
+    patch, dense = patch_widths(graph, windows)
+    return (chain, windows) if patch < dense else None
+
+
+def _plan_rows(graph: Graph, intervals: list[Interval]) -> dict[int, IntermediateRows]:
+    """Rows to optimize: the neurons CROWN refines that are still loose."""
+    out = {}
+    for t, mode in refinement_plan(graph).items():
+        lo, up = intervals[t]
+        wanted = ((up > lo) if mode == "all" else (lo < 0) & (up > 0)).flatten(1)
+        idx = wanted.any(0).nonzero().squeeze(1)
+        if idx.numel() == 0:
+            continue
+        wanted = wanted[:, idx]
+        k = int(wanted.sum(1).max())
+        # per domain: its wanted rows first (stable sort), padded with other rows
+        order = torch.argsort((~wanted).to(torch.uint8), dim=1, stable=True)[:, :k]
+        keep = torch.arange(k, device=idx.device) < wanted.sum(1, keepdim=True)
+        c = idx.numel()
+        pick = torch.cat([order, order + c], 1)
+        patches = _patch_geometry(graph, t) is not None
+        out[t] = IntermediateRows(idx, pick, idx[order], keep, patches)
+    return out
+
+
+def _prepare(
+    graph: Graph,
+    x_lower: Tensor,
+    x_upper: Tensor,
+    C: Tensor | None,
+    splits: Splits | None,
+    bound_upper: bool,
+    max_elements: int,
+    inner_rows: dict[int, IntermediateRows] | None = None,
+) -> _Problem:
+    C = check_problem(graph, x_lower, x_upper, C)
+    D = x_lower.shape[0]
+    if splits is not None:
+        splits.check(graph, D)
+    tighten = _clamp_splits(graph, splits) if splits is not None else None
+    with torch.no_grad():
+        base = interval_pass(graph, x_lower, x_upper)
+        intervals = crown_intervals(
+            graph, x_lower, x_upper, max_elements=max_elements, base=base, tighten=tighten
+        )
+    rows = torch.cat([C, -C], 1) if bound_upper else C
+    rows = rows.reshape(rows.shape[0], rows.shape[1], *graph.output_shape)
+    signs = {}
+    if splits is not None:
+        signs = {
+            r: s.to(x_lower.dtype).unsqueeze(1)
+            for r, s in splits.signs.items()
+            if bool(s.ne(0).any())
+        }
+    return _Problem(
+        intervals, base, C, rows, signs, _empty_domains(intervals), tighten, inner_rows or {}
+    )
+
+
+def _crown_slopes(graph: Graph, intervals: list[Interval], r: int, S: int) -> Tensor:
+    lo, up = intervals[graph.nodes[r].inputs[0]]
+    return (up > -lo).to(lo.dtype).unsqueeze(1).expand(lo.shape[0], S, *lo.shape[1:]).clone()
+
+
+def _initial_state(graph: Graph, p: _Problem, warm: OptState | None, bound_upper: bool):
+    D, S = p.intervals[0][0].shape[0], p.rows.shape[1]
+    if warm is not None and warm.bound_upper != bound_upper:
+        raise UserError("the warm-start state was optimized with a different bound_upper.")
+    alphas, betas = {}, {}
+    for r in graph.relu_nodes():
+        lo = p.intervals[graph.nodes[r].inputs[0]][0]
+        shape = (D, S, *lo.shape[1:])
+        if warm is not None and r in warm.alphas:
+            if tuple(warm.alphas[r].shape) != shape:
+                raise UserError(
+                    f"the warm-start state has alphas of shape {tuple(warm.alphas[r].shape)} "
+                    f"for ReLU node {r}; expected {shape} (one row per domain: pass parent=)."
+                )
+            alphas[r] = warm.alphas[r].to(lo.dtype).clone()
+        else:
+            alphas[r] = _crown_slopes(graph, p.intervals, r, S)
+        if r in p.signs:
+            if warm is not None and r in warm.betas:
+                betas[r] = warm.betas[r].to(lo.dtype).clone()
+            else:
+                betas[r] = lo.new_zeros(shape)
+    # intermediate alphas always start from CROWN's: a parent's rows are other neurons
+    inner = {t: _inner_init(graph, p, t, rw) for t, rw in p.inner_rows.items()}
+    return alphas, betas, inner
+
+
+def _row_locations(graph: Graph, t: int, rw: IntermediateRows) -> Tensor:
+    """(D, 2k) spatial location of each selected row of node ``t`` (patch mode)."""
+    hw = math.prod(graph.nodes[t].shape[1:])
+    return (rw.idx % hw).repeat(2)[rw.pick]
+
+
+def _inner_init(graph: Graph, p: _Problem, t: int, rw: IntermediateRows) -> dict[int, Tensor]:
+    """CROWN's slopes for the rows of node ``t``: dense maps, or windows in patch mode."""
+    S = rw.pick.shape[1]
+    if not rw.patches:
+        return {r: _crown_slopes(graph, p.intervals, r, S) for r in graph.relu_nodes() if r < t}
+    chain, windows = _patch_geometry(graph, t)
+    loc = _row_locations(graph, t, rw)
+    out = {}
+    for j in chain:
+        if isinstance(graph.nodes[j], ReLUNode):
+            lo, up = p.intervals[graph.nodes[j].inputs[0]]
+            out[j] = _rows_of((up > -lo).to(lo.dtype), windows[j], loc).contiguous()
+    return out
+
+
+def _inner_intervals(graph: Graph, p: _Problem, inner: dict) -> list[Interval]:
+    """Bounds of every node with the intermediate rows re-bounded by their alphas.
+
+    Each new bound is intersected with the fixed CROWN bounds of the domain, so it
+    is sound and never looser; the split clamps are applied again.
+    """
+    ivs: list[Interval] = [p.intervals[0]]
+    for j, node in enumerate(graph.nodes[1:], 1):
+        lo, up = interval_rule(node, [ivs[i] for i in node.inputs])
+        lo, up = torch.maximum(lo, p.intervals[j][0]), torch.minimum(up, p.intervals[j][1])
+        rw = p.inner_rows.get(j)
+        if rw is not None:
+            res = _inner_rows_bound(graph, j, rw, ivs, inner[j])  # reads nodes < j only
+            k = rw.neuron.shape[1]
+            lf, uf = lo.flatten(1), up.flatten(1)
+            old_l, old_u = lf.gather(1, rw.neuron), uf.gather(1, rw.neuron)
+            new_l = torch.where(rw.keep, torch.maximum(old_l, res[:, :k]), old_l)
+            new_u = torch.where(rw.keep, torch.minimum(old_u, -res[:, k:]), old_u)
+            lo = lf.scatter(1, rw.neuron, new_l).view_as(lo)
+            up = uf.scatter(1, rw.neuron, new_u).view_as(up)
+        if p.tighten is not None:
+            lo, up = p.tighten(j, (lo, up))
+        ivs.append((lo, up))
+    return ivs
+
+
+def _inner_rows_bound(graph: Graph, t: int, rw: IntermediateRows, ivs, slopes) -> Tensor:
+    """Lower bounds (D, 2k) of the rows ``rw`` of node ``t`` with their own slopes."""
+    shape = graph.nodes[t].shape
+    c = rw.idx.numel()
+    dtype, device = ivs[0][0].dtype, ivs[0][0].device
+    if rw.patches:
+        chain, windows = _patch_geometry(graph, t)
+        hw = math.prod(shape[1:])
+        ones = torch.ones(c, dtype=dtype, device=device)
+        channel, loc = (rw.idx // hw).repeat(2), (rw.idx % hw).repeat(2)
+        sign = torch.cat([ones, -ones])
+        return backsubstitute_patches(
+            graph, chain, windows, channel, sign, loc, ivs, rw.pick, lower_slopes=slopes
+        )
+    eye = torch.zeros(c, math.prod(shape), dtype=dtype, device=device)
+    eye[torch.arange(c, device=device), rw.idx] = 1.0
+    A = torch.cat([eye, -eye]).view(1, 2 * c, *shape)
+    return backsubstitute(graph, t, A, ivs, lower_slopes=slopes, select=rw.pick)
+
+
+def _lower(
+    graph: Graph, p: _Problem, alphas: dict, betas: dict, inner: dict | None = None
+) -> Tensor:
+    """Lower bounds (D, S) of the optimized rows for the given parameters."""
+    intervals = _inner_intervals(graph, p, inner) if inner else p.intervals
+    terms = {r: -b * p.signs[r] for r, b in betas.items()}
+    return backsubstitute(
+        graph, len(graph.nodes) - 1, p.rows, intervals, lower_slopes=alphas, input_terms=terms
+    )
+
+
+def _finish(
+    graph: Graph,
+    p: _Problem,
+    lower_rows: Tensor,
+    bound_upper: bool,
+    method: str,
+    inner: dict | None = None,
+) -> Bounds:
+    """Bounds from the optimized rows: CROWN and IBP intersection, empty domains.
+
+    With ``inner`` (the intermediate alphas of the result) the reported node bounds
+    are the optimized intermediate ones.
+    """
+    m = p.C.shape[1]
+    last = len(graph.nodes) - 1
+    with torch.no_grad():
+        intervals = _inner_intervals(graph, p, inner) if inner else p.intervals
+        both = torch.cat([p.C, -p.C], 1).reshape(p.C.shape[0], 2 * m, *graph.output_shape)
+        crown_rows = backsubstitute(graph, last, both, p.intervals)
+        lower, upper = crown_rows[:, :m], -crown_rows[:, m:]
+        lower = torch.maximum(lower, lower_rows[:, :m])
+        if bound_upper:
+            upper = torch.minimum(upper, -lower_rows[:, m:])
+        for lo, up in (spec_interval(graph, intervals, p.C), spec_interval(graph, p.base, p.C)):
+            lower, upper = torch.maximum(lower, lo), torch.minimum(upper, up)
+        inf = torch.tensor(float("inf"), dtype=lower.dtype, device=lower.device)
+        lower = torch.where(p.infeasible.unsqueeze(1), inf, lower)
+        upper = torch.where(p.infeasible.unsqueeze(1), -inf, upper)
+    return Bounds(lower, upper, pre_relu_bounds(graph, intervals), method, intervals)
+
+
+def optimize_bounds(
+    graph: Graph,
+    x_lower: Tensor,
+    x_upper: Tensor,
+    C: Tensor | None = None,
+    splits: Splits | None = None,
+    *,
+    warm_start: OptState | None = None,
+    iterations: int = 20,
+    lr: float = 0.1,
+    lr_beta: float | None = None,
+    lr_decay: float = 0.98,
+    patience: int = 5,
+    tol: float = 1e-4,
+    bound_upper: bool = False,
+    intermediate: bool = False,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+    method: str = "alpha-crown",
+) -> tuple[Bounds, OptState]:
+    """The shared engine of :func:`alpha_crown` and :func:`beta_crown` (see those)."""
+    if iterations < 0:
+        raise UserError("iterations must be >= 0.")
+    p = _prepare(graph, x_lower, x_upper, C, splits, bound_upper, max_elements)
+    if intermediate and iterations:
+        p.inner_rows = _plan_rows(graph, p.intervals)
+    alphas, betas, inner = _initial_state(graph, p, warm_start, bound_upper)
+    inner_params = [a for d in inner.values() for a in d.values()]
+    params = [*alphas.values(), *betas.values(), *inner_params]
+    for t in params:
+        t.requires_grad_(True)
+    groups = [{"params": [*alphas.values(), *inner_params], "lr": lr}]
+    if betas:
+        groups.append({"params": list(betas.values()), "lr": lr if lr_beta is None else lr_beta})
+    opt = torch.optim.Adam(groups) if params and iterations else None
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, lr_decay) if opt is not None else None
+    feasible = (~p.infeasible).to(x_lower.dtype).unsqueeze(1)
+
+    def snapshot():
+        return (
+            {r: a.detach().clone() for r, a in alphas.items()},
+            {r: b.detach().clone() for r, b in betas.items()},
+            {t: {r: a.detach().clone() for r, a in d.items()} for t, d in inner.items()},
+        )
+
+    best = None
+    best_alphas, best_betas, best_inner = snapshot()
+    stalled, last_total = 0, None
+    for it in range(iterations + 1):
+        with torch.set_grad_enabled(opt is not None and it < iterations):
+            lb = _lower(graph, p, alphas, betas, inner)
+        with torch.no_grad():
+            cur = lb.detach()
+            if best is None:
+                improved = torch.ones_like(cur, dtype=torch.bool)
+            elif inner:
+                # shared intermediate alphas: keep whole domains, judged by their row sum
+                improved = (cur.sum(1) > best.sum(1)).unsqueeze(1).expand_as(cur)
+            else:
+                improved = cur > best
+            best = cur.clone() if best is None else torch.where(improved, cur, best)
+            for src, dst in ((alphas, best_alphas), (betas, best_betas)):
+                for r, v in src.items():
+                    mask = improved.view(*improved.shape, *([1] * (v.dim() - 2)))
+                    dst[r] = torch.where(mask, v.detach(), dst[r])
+            dom = improved[:, 0]
+            for t, d in inner.items():
+                for r, v in d.items():
+                    mask = dom.view(-1, *([1] * (v.dim() - 1)))
+                    best_inner[t][r] = torch.where(mask, v.detach(), best_inner[t][r])
+            # early stopping on the sum of the best bounds of feasible domains
+            total = float(torch.nan_to_num(best * feasible, posinf=0.0, neginf=0.0).sum())
+            if last_total is not None and total - last_total <= tol * (1 + abs(last_total)):
+                stalled += 1
+            else:
+                stalled = 0
+            last_total = total
+        if it == iterations or opt is None or stalled >= patience:
+            break
+        # infeasible domains may hold meaningless values: keep them out of the gradient
+        loss = -torch.nan_to_num(lb * feasible, posinf=0.0, neginf=0.0).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        with torch.no_grad():  # projection: every iterate stays sound
+            for a in (*alphas.values(), *inner_params):
+                a.clamp_(0.0, 1.0)
+            for b in betas.values():
+                b.clamp_(min=0.0)
+    bounds = _finish(graph, p, best, bound_upper, method, best_inner)
+    state = OptState(best_alphas, best_betas, bound_upper, p.inner_rows, best_inner)
+    return bounds, state
+
+
+def alpha_crown(
+    graph: Graph,
+    x_lower: Tensor,
+    x_upper: Tensor,
+    C: Tensor | None = None,
+    *,
+    iterations: int = 20,
+    lr: float = 0.1,
+    warm_start: OptState | None = None,
+    intermediate: bool = True,
+    **options,
+) -> tuple[Bounds, OptState]:
+    """alpha-CROWN bounds of ``C @ f(x)`` over the boxes ``[x_lower, x_upper]`` (D, ...).
+
+    ``C`` is (D, m, n_out), (m, n_out) shared, or None (identity). The lower slope of
+    every ReLU neuron is optimized per domain and spec row for ``iterations`` Adam
+    steps (learning rate ``lr``), starting from CROWN's slopes, with early stopping
+    after ``patience`` steps without relative improvement ``tol``; each row keeps its
+    best bound (best domain with intermediate alphas). ``intermediate=True`` (the
+    default) also optimizes the bounds of unstable intermediate neurons, each with
+    its own alphas (see the module docstring); False is faster and looser. Lower
+    bounds are never looser than CROWN's or IBP's; upper bounds
+    are CROWN's unless ``bound_upper=True`` optimizes them too. Returns the bounds
+    and the optimized state.
+    """
+    return optimize_bounds(
+        graph,
+        x_lower,
+        x_upper,
+        C,
+        None,
+        warm_start=warm_start,
+        iterations=iterations,
+        lr=lr,
+        intermediate=intermediate,
+        method="alpha-crown",
+        **options,
+    )
+
+
+def beta_crown(
+    graph: Graph,
+    x_lower: Tensor,
+    x_upper: Tensor,
+    C: Tensor | None,
+    splits: Splits,
+    *,
+    warm_start: OptState | None = None,
+    parent: Tensor | None = None,
+    iterations: int = 20,
+    lr: float = 0.1,
+    **options,
+) -> tuple[Bounds, OptState]:
+    """beta-CROWN bounds of D domains: box d with the ReLU splits ``splits`` (len D).
+
+    Alphas and split multipliers betas are optimized jointly, as in
+    :func:`alpha_crown` (``lr_beta`` sets the betas' own learning rate), but
+    intermediate bounds are only optimized with ``intermediate=True`` (in branch
+    and bound the parent's bounds, clamped by the splits, usually suffice).
+    Every learning rate decays by ``lr_decay`` per step.
+    ``warm_start`` is a parent batch's state; ``parent`` (D,) maps each domain to its
+    row there (None: the state already has D rows). A domain whose splits (or box)
+    contain no input gets ``lower = +inf`` and ``upper = -inf``: it needs no proof.
+    """
+    if warm_start is not None and parent is not None:
+        warm_start = warm_start.select(parent)
+    return optimize_bounds(
+        graph,
+        x_lower,
+        x_upper,
+        C,
+        splits,
+        warm_start=warm_start,
+        iterations=iterations,
+        lr=lr,
+        method="beta-crown",
+        **options,
+    )
