@@ -327,3 +327,26 @@ def test_missing_and_broken_files(tmp_path):
     bad.write_bytes(b"not a protobuf at all")
     with pytest.raises(UserError):
         load_onnx(bad)
+
+
+def test_crown_refines_inputs_of_deeper_s_shaped_nodes(tmp_path):
+    """The input of an S-node behind another one gets back-substituted bounds, not IBP's."""
+    torch.manual_seed(1)
+    net = _dense().eval()
+    path = tmp_path / "s.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.rand(1, 4),), str(path), dynamo=False)
+    graph = load_onnx(path).to(dtype=torch.float64)
+    x0 = torch.rand(2, 4, dtype=torch.float64)
+    lo, hi = x0 - 0.3, x0 + 0.3
+    crown = compute_bounds(graph, lo, hi, method="crown")
+    ibp = compute_bounds(graph, lo, hi, method="ibp")
+    s_nodes = [j for j, n in enumerate(graph.nodes) if isinstance(n, (SigmoidNode, TanhNode))]
+    deeper = graph.nodes[s_nodes[-1]].inputs[0]
+    (cl, cu), (il, iu) = crown.intervals[deeper], ibp.intervals[deeper]
+    xs = _sample_box(lo[:1], hi[:1], 10_000)
+    with torch.no_grad():
+        z = graph.forward_all(xs)[deeper]
+    assert (z >= cl[:1] - 1e-9).all() and (z <= cu[:1] + 1e-9).all()
+    assert float((cu - cl).mean()) < 0.5 * float((iu - il).mean())

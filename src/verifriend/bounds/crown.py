@@ -16,6 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from verifriend.bounds.activations import SigmoidNode, TanhNode
 from verifriend.bounds.graph import (
     AffineNode,
     AvgPoolNode,
@@ -46,8 +47,9 @@ from verifriend.errors import UserError
 
 DEFAULT_MAX_ELEMENTS = 50_000_000
 
-_ELEMENTWISE = (AffineNode, FlattenNode, ReLUNode)  # monotone per coordinate
+_ELEMENTWISE = (AffineNode, FlattenNode, ReLUNode, SigmoidNode, TanhNode)  # monotone per coordinate
 _MIXING = (LinearNode, Conv2dNode, AvgPoolNode, MaxPoolNode)
+_NEEDS_ALL = (MaxPoolNode, SigmoidNode, TanhNode)  # relaxation depends on every input neuron
 
 
 def tight_nodes(graph: Graph) -> list[bool]:
@@ -71,20 +73,20 @@ def tight_nodes(graph: Graph) -> list[bool]:
 def refinement_plan(graph: Graph) -> dict[int, str]:
     """Nodes whose bounds CROWN should tighten: ``{node: "unstable" | "all"}``.
 
-    These are the inputs of ReLU and MaxPool nodes, except where intervals are
+    These are the inputs of ReLU, MaxPool and S-shaped (Sigmoid, Tanh) nodes, except where intervals are
     already exact and where the input is itself a ReLU output (its interval, taken
     from its tightened input, is as good as back-substitution would give). A ReLU
-    input only needs its unstable neurons; a MaxPool input needs all of them.
+    input only needs its unstable neurons; the others' relaxations depend on every neuron.
     """
     tight = tight_nodes(graph)
     plan: dict[int, str] = {}
     for node in graph.nodes:
-        if not isinstance(node, (ReLUNode, MaxPoolNode)):
+        if not isinstance(node, (ReLUNode, *_NEEDS_ALL)):
             continue
         src = node.inputs[0]
         if tight[src] or isinstance(graph.nodes[src], ReLUNode):
             continue
-        if isinstance(node, MaxPoolNode) or plan.get(src) == "all":
+        if isinstance(node, _NEEDS_ALL) or plan.get(src) == "all":
             plan[src] = "all"
         else:
             plan[src] = "unstable"
