@@ -266,6 +266,29 @@ def _identity_affine(b: _Builder, src: int) -> dict:
     return {"scale": one, "shift": one * 0}
 
 
+def append_traced(
+    nodes: list[Node], values: list[Tensor], label: str, kind: type[Node],
+    inputs: tuple[int, ...], name: str, /, **params,
+) -> int:
+    """Append a ``kind`` node, run it on the example ``values`` to learn its output shape.
+
+    Graph builders keep one example value per node; a shape mismatch becomes a
+    UserError naming the node (``label``). Returns the new node's index.
+    """
+    node = kind(inputs=inputs, shape=(), name=name, **params)
+    with torch.no_grad():
+        try:
+            out = node.forward(*(values[i] for i in inputs))
+        except RuntimeError as err:
+            shapes = [nodes[i].shape for i in inputs]
+            msg = str(err).splitlines()[0]
+            raise UserError(f"{label} cannot take input(s) of shape {shapes} ({msg}).") from None
+    node.shape = tuple(out.shape[1:])
+    nodes.append(node)
+    values.append(out)
+    return len(nodes) - 1
+
+
 class _Builder:
     """Appends nodes while tracing a dummy batch to learn each output shape."""
 
@@ -281,20 +304,8 @@ class _Builder:
         return t.detach().clone() if self.detach else t
 
     def add(self, kind: type[Node], inputs: tuple[int, ...], name: str, **params) -> int:
-        node = kind(inputs=inputs, shape=(), name=name, **params)
-        with torch.no_grad():
-            try:
-                out = node.forward(*(self.values[i] for i in inputs))
-            except RuntimeError as err:
-                shapes = [self.nodes[i].shape for i in inputs]
-                msg = str(err).splitlines()[0]
-                raise UserError(
-                    f"layer '{name}' cannot take input(s) of shape {shapes} ({msg})."
-                ) from None
-        node.shape = tuple(out.shape[1:])
-        self.nodes.append(node)
-        self.values.append(out)
-        return len(self.nodes) - 1
+        return append_traced(self.nodes, self.values, f"layer '{name}'", kind, inputs, name,
+                             **params)
 
     def add_module(self, m: nn.Module, path: str, src: int) -> int:
         """Append the nodes of ``m`` reading node ``src``; returns the output node."""

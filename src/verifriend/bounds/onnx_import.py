@@ -47,6 +47,7 @@ from verifriend.bounds.graph import (
     Node,
     ReLUNode,
     Shape,
+    append_traced,
 )
 from verifriend.errors import UnsupportedLayerError, UserError
 
@@ -177,18 +178,8 @@ class _Importer:
     # ---- plumbing
 
     def add(self, kind: type[Node], inputs: tuple[int, ...], name: str, **params) -> int:
-        node = kind(inputs=inputs, shape=(), name=name, **params)
-        with torch.no_grad():
-            try:
-                out = node.forward(*(self.trace[i] for i in inputs))
-            except RuntimeError as err:
-                shapes = [self.nodes[i].shape for i in inputs]
-                raise UserError(f"ONNX node '{name}' cannot take input(s) of shape {shapes} "
-                                f"({str(err).splitlines()[0]}).") from None
-        node.shape = tuple(out.shape[1:])
-        self.nodes.append(node)
-        self.trace.append(out)
-        return len(self.nodes) - 1
+        return append_traced(self.nodes, self.trace, f"ONNX node '{name}'", kind, inputs, name,
+                             **params)
 
     def flat(self, j: int) -> int:
         """An IR node holding node ``j``'s data as a flat vector (reused when asked again)."""
