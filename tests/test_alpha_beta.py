@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 
 import highspy
@@ -92,11 +91,12 @@ def test_alpha_sound_and_tighter_than_crown(make, shape, eps, intermediate):
     for t, per_relu in state.inner.items():
         assert set(per_relu) == {r for r in g.relu_nodes() if r < t}
         for r, a in per_relu.items():  # one slope set per intermediate row (both sides)
-            rows = state.rows[t].pick.shape[1]
-            if state.rows[t].patches:  # only the row's receptive field is stored
-                assert a.shape[:3] == (3, rows, g.nodes[r].shape[0]) and a.dim() == 5
+            groups = state.rows[t].groups
+            if groups is not None:  # rows by location; only the receptive field is stored
+                L, R = groups.channel.shape
+                assert a.shape[:4] == (3, L, 2 * R, g.nodes[r].shape[0]) and a.dim() == 6
             else:
-                assert a.shape == (3, rows, *g.nodes[r].shape)
+                assert a.shape == (3, state.rows[t].pick.shape[1], *g.nodes[r].shape)
             assert a.min() >= 0 and a.max() <= 1
     # the float64 recomputation with the returned state gives the same bound
     c = confirm_bound(g, lo, hi, C, state)
@@ -370,34 +370,39 @@ def test_patch_and_dense_intermediate_rows_agree():
     g, _, lo, hi, C = problem(conv_net(51), (1, 8, 8), 3, 2, 0.2, 52)
     p = opt._prepare(g, lo, hi, C, None, False, 10**8)
     rows = opt._plan_rows(g, p.intervals)
-    assert any(rw.patches for rw in rows.values())
+    assert any(rw.groups is not None for rw in rows.values())
     gen = torch.Generator().manual_seed(53)
+    dense_rows = {}
     for t, rw in rows.items():
-        if not rw.patches:
+        if rw.groups is None:
+            dense_rows[t] = rw
             continue
-        dense = dataclasses.replace(rw, patches=False)
+        # the same neurons as dense rows: every domain takes all of them
+        k = rw.neuron.shape[1]
+        pick = torch.arange(2 * k).expand(rw.neuron.shape[0], -1)
+        dense = opt.IntermediateRows(rw.neuron, rw.keep, rw.neuron[0], pick)
+        dense_rows[t] = dense
         # random slopes as dense maps; the patch slopes are their windows at each row
         slopes = opt._inner_init(g, p, t, dense)
         slopes = {r: torch.rand(a.shape, generator=gen) for r, a in slopes.items()}
-        _, windows = opt._patch_geometry(g, t)
-        loc = opt._row_locations(g, t, rw)
-        patch_slopes = {
-            j: torch.stack(
-                [
-                    opt._rows_of(slopes[j][:, s], windows[j], loc[:, s : s + 1])[:, 0]
-                    for s in range(loc.shape[1])
-                ],
-                1,
-            )
-            for j in slopes
-        }
+        _, windows = opt.patch_geometry(g, t)
+        L, R = rw.groups.channel.shape
+        patch_slopes = {}
+        for j, a in slopes.items():
+            per_loc = []
+            for l in range(L):
+                sel = torch.cat(
+                    [torch.arange(l * R, l * R + R), k + torch.arange(l * R, l * R + R)]
+                )
+                maps = a[:, sel].flatten(0, 1)  # (D * 2R, C, H, W)
+                win = opt._rows_of(maps, windows[j], rw.groups.loc[l : l + 1])[:, 0]
+                per_loc.append(win.view(a.shape[0], 2 * R, *win.shape[1:]))
+            patch_slopes[j] = torch.stack(per_loc, 1)
         got_dense = opt._inner_rows_bound(g, t, dense, p.intervals, slopes)
         got_patch = opt._inner_rows_bound(g, t, rw, p.intervals, patch_slopes)
         torch.testing.assert_close(got_patch, got_dense, atol=1e-5, rtol=1e-5)
-    for patches in (False, True):
-        p.inner_rows = {
-            t: dataclasses.replace(rw, patches=patches and rw.patches) for t, rw in rows.items()
-        }
+    for chosen in (dense_rows, rows):
+        p.inner_rows = chosen
         _, _, inner = opt._initial_state(g, p, None, False)
         ivs = opt._inner_intervals(g, p, inner)
         for (a, b), (c, d) in zip(ivs, p.intervals):

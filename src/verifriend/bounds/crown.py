@@ -36,10 +36,10 @@ from verifriend.bounds.ibp import (
 )
 from verifriend.bounds.patches import (
     backsubstitute_patches,
-    chain_windows,
-    conv_chain,
+    group_rows,
     max_patch_width,
-    patch_widths,
+    patch_geometry,
+    sweep_rows,
 )
 from verifriend.bounds.relax import Interval, backsubstitute, interval_rule
 from verifriend.bounds.result import Bounds
@@ -93,40 +93,47 @@ def refinement_plan(graph: Graph) -> dict[int, str]:
     return plan
 
 
-def _row_sweep(graph: Graph, t: int, use_patches: bool):
-    """How to back-substitute identity rows of node ``t``: returns (width, sweep).
+def identity_rows(idx: Tensor, shape, like: Tensor) -> Tensor:
+    """Rows ``[e_idx; -e_idx]`` (1, 2c, *shape) over a node of ``shape``."""
+    c = idx.numel()
+    eye = like.new_zeros(c, math.prod(shape))
+    eye[torch.arange(c, device=idx.device), idx] = 1.0
+    return torch.cat([eye, -eye]).view(1, 2 * c, *shape)
 
-    ``width`` is the per-row element count that sizes chunks; ``sweep(idx, select,
-    intervals)`` returns lower bounds (B, S') of the rows ``[e_idx; -e_idx]`` picked
-    by ``select``. Plain conv chains use patches when they are cheaper.
-    """
-    shape = graph.nodes[t].shape
-    chain = conv_chain(graph, t) if use_patches else None
-    if chain is not None:
-        windows = chain_windows(graph, chain)
-        patch, dense = patch_widths(graph, windows)
-        if patch < dense:
-            hw = math.prod(shape[1:])
 
-            def patch_sweep(idx, select, intervals):
-                dtype = intervals[0][0].dtype
-                ones = torch.ones(idx.numel(), dtype=dtype, device=idx.device)
-                channel, loc = (idx // hw).repeat(2), (idx % hw).repeat(2)
-                sign = torch.cat([ones, -ones])
-                return backsubstitute_patches(
-                    graph, chain, windows, channel, sign, loc, intervals, select
-                )
+def tighten_rows(
+    lf: Tensor, uf: Tensor, neuron: Tensor, keep: Tensor, res: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Intersect flat bounds (B, n) with row results ``res`` (B, 2k) on the neurons
+    ``neuron`` (B, k): lower-bound rows first, then negated upper-bound rows; only
+    where ``keep`` (B, k). Padding rows are sound too, but using them would make a
+    sample's result depend on which samples share its batch."""
+    k = neuron.shape[1]
+    old_l, old_u = lf.gather(1, neuron), uf.gather(1, neuron)
+    res_l, res_u = res[:, :k], -res[:, k:]
+    # values are the intersection; gradients (alpha-CROWN) always reach the rows'
+    # own bounds, which start equal to the old ones: otherwise rounding at that
+    # tie would decide whether their slopes get optimized at all
+    new_l = res_l + (torch.maximum(old_l, res_l) - res_l).detach()
+    new_u = res_u + (torch.minimum(old_u, res_u) - res_u).detach()
+    new_l, new_u = torch.where(keep, new_l, old_l), torch.where(keep, new_u, old_u)
+    return lf.scatter(1, neuron, new_l), uf.scatter(1, neuron, new_u)
 
-            return max_patch_width(graph, windows), patch_sweep
 
-    def dense_sweep(idx, select, intervals):
-        c, n = idx.numel(), math.prod(shape)
-        eye = intervals[0][0].new_zeros(c, n)
-        eye[torch.arange(c, device=idx.device), idx] = 1.0
-        A = torch.cat([eye, -eye]).view(1, 2 * c, *shape)
-        return backsubstitute(graph, t, A, intervals, select=select)
-
-    return max(math.prod(n.shape) for n in graph.nodes[: t + 1]), dense_sweep
+def _refine_patches(graph, t, intervals, rows, max_elements, geometry) -> Interval:
+    chain, windows = geometry
+    lower, upper = intervals[t]
+    B = lower.shape[0]
+    lf, uf = lower.flatten(1), upper.flatten(1)
+    groups = group_rows(rows.any(0), graph.nodes[t].shape)
+    per_loc = 2 * groups.channel.shape[1] * B * max_patch_width(graph, windows)
+    hw = math.prod(graph.nodes[t].shape[1:])
+    for part in groups.split(max(1, max_elements // per_loc)):
+        res = sweep_rows(backsubstitute_patches(graph, chain, windows, part, intervals))
+        neuron = part.neurons(hw).expand(B, -1)
+        keep = part.valid.flatten() & rows.gather(1, neuron)
+        lf, uf = tighten_rows(lf, uf, neuron, keep, res)
+    return lf.view_as(lower), uf.view_as(upper)
 
 
 def _refine(
@@ -139,15 +146,21 @@ def _refine(
 ) -> Interval:
     """Tighten node ``t``'s bounds on the neurons ``rows`` (B, n) by back-substitution.
 
-    Rows are identity rows (and their negations, for the upper bound). Rows wanted
-    by any sample are propagated batch-free through the leading affine nodes, then
-    each sample keeps only its own wanted rows (padded to a common count); the
-    union is processed in chunks to respect ``max_elements``.
+    Rows are identity rows (and their negations, for the upper bound). Plain conv
+    chains go through patches (every sample computes the union of the wanted rows,
+    grouped by location). Otherwise rows wanted by any sample are propagated
+    batch-free through the leading affine nodes, then each sample keeps only its
+    own wanted rows (padded to a common count). Rows are processed in chunks to
+    respect ``max_elements``.
     """
+    geometry = patch_geometry(graph, t) if use_patches else None
+    if geometry is not None:
+        return _refine_patches(graph, t, intervals, rows, max_elements, geometry)
     lower, upper = intervals[t]
     B = lower.shape[0]
     lf, uf = lower.flatten(1), upper.flatten(1)
-    width, sweep = _row_sweep(graph, t, use_patches)
+    shape = graph.nodes[t].shape
+    width = max(math.prod(node.shape) for node in graph.nodes[: t + 1])
     chunk = max(1, max_elements // (2 * B * width))
     for idx in rows.any(0).nonzero().squeeze(1).split(chunk):
         c = idx.numel()
@@ -155,15 +168,10 @@ def _refine(
         k = int(wanted.sum(1).max())
         # per sample: its wanted rows first (stable sort), padded with other real rows
         order = torch.argsort((~wanted).to(torch.uint8), dim=1, stable=True)[:, :k]
-        res = sweep(idx, torch.cat([order, order + c], 1), intervals)
-        gidx = idx[order]  # (B, k) neuron indices
-        # padding rows are sound too, but using them would make results depend on
-        # which samples share a batch (CROWN is not monotone in intermediate bounds)
+        A = identity_rows(idx, shape, lf)
+        res = backsubstitute(graph, t, A, intervals, select=torch.cat([order, order + c], 1))
         keep = torch.arange(k, device=idx.device) < wanted.sum(1, keepdim=True)
-        old_l, old_u = lf.gather(1, gidx), uf.gather(1, gidx)
-        new_l = torch.where(keep, torch.maximum(old_l, res[:, :k]), old_l)
-        new_u = torch.where(keep, torch.minimum(old_u, -res[:, k:]), old_u)
-        lf, uf = lf.scatter(1, gidx, new_l), uf.scatter(1, gidx, new_u)
+        lf, uf = tighten_rows(lf, uf, idx[order], keep, res)
     return lf.view_as(lower), uf.view_as(upper)
 
 

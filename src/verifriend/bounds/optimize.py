@@ -36,15 +36,22 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from verifriend.bounds.crown import DEFAULT_MAX_ELEMENTS, crown_intervals, refinement_plan
+from verifriend.bounds.crown import (
+    DEFAULT_MAX_ELEMENTS,
+    crown_intervals,
+    identity_rows,
+    refinement_plan,
+    tighten_rows,
+)
 from verifriend.bounds.graph import Graph, ReLUNode
 from verifriend.bounds.ibp import check_problem, interval_pass, pre_relu_bounds, spec_interval
 from verifriend.bounds.patches import (
+    RowGroups,
     _rows_of,
     backsubstitute_patches,
-    chain_windows,
-    conv_chain,
-    patch_widths,
+    group_rows,
+    patch_geometry,
+    sweep_rows,
 )
 from verifriend.bounds.relax import Interval, backsubstitute, interval_rule
 from verifriend.bounds.result import Bounds
@@ -93,20 +100,25 @@ class OptState:
 class IntermediateRows:
     """Which neurons of one intermediate node get optimized bounds, per domain.
 
-    ``idx`` (c,) is the union of the neurons; ``pick`` (D, 2k) chooses each domain's
-    rows among the identity rows ``[e_idx; -e_idx]``; ``neuron`` (D, k) are their
-    flat neuron indices; ``keep`` (D, k) is False on padding rows.
+    ``neuron`` (D, k) are the flat neuron indices of each domain's rows, ``keep``
+    (D, k) is False on padding rows. Dense rows: ``idx`` (c,) is the union of the
+    neurons and ``pick`` (D, 2k) chooses each domain's rows among the identity rows
+    ``[e_idx; -e_idx]``. Patch rows: ``groups`` holds the union grouped by location,
+    shared by every domain (``neuron`` then lists ``groups.neurons``).
     """
 
-    idx: Tensor
-    pick: Tensor
     neuron: Tensor
     keep: Tensor
-    patches: bool = False  # rows go through patch-mode back-substitution
+    idx: Tensor | None = None
+    pick: Tensor | None = None
+    groups: RowGroups | None = None
 
     def select(self, index: Tensor) -> IntermediateRows:
         return dataclasses.replace(
-            self, pick=self.pick[index], neuron=self.neuron[index], keep=self.keep[index]
+            self,
+            neuron=self.neuron[index],
+            keep=self.keep[index],
+            pick=None if self.pick is None else self.pick[index],
         )
 
 
@@ -156,34 +168,29 @@ def _empty_domains(intervals: list[Interval]) -> Tensor:
     return empty
 
 
-def _patch_geometry(graph: Graph, t: int):
-    """(chain, windows) when node ``t``'s rows are cheaper as patches, else None."""
-    chain = conv_chain(graph, t)
-    if chain is None:
-        return None
-    windows = chain_windows(graph, chain)
-    patch, dense = patch_widths(graph, windows)
-    return (chain, windows) if patch < dense else None
-
-
 def _plan_rows(graph: Graph, intervals: list[Interval]) -> dict[int, IntermediateRows]:
     """Rows to optimize: the neurons CROWN refines that are still loose."""
     out = {}
     for t, mode in refinement_plan(graph).items():
         lo, up = intervals[t]
         wanted = ((up > lo) if mode == "all" else (lo < 0) & (up > 0)).flatten(1)
-        idx = wanted.any(0).nonzero().squeeze(1)
-        if idx.numel() == 0:
+        if not bool(wanted.any()):
             continue
+        if patch_geometry(graph, t) is not None:
+            groups = group_rows(wanted.any(0), graph.nodes[t].shape)
+            neuron = groups.neurons(math.prod(graph.nodes[t].shape[1:]))
+            neuron = neuron.expand(wanted.shape[0], -1)
+            keep = groups.valid.flatten() & wanted.gather(1, neuron)
+            out[t] = IntermediateRows(neuron, keep, groups=groups)
+            continue
+        idx = wanted.any(0).nonzero().squeeze(1)
         wanted = wanted[:, idx]
         k = int(wanted.sum(1).max())
         # per domain: its wanted rows first (stable sort), padded with other rows
         order = torch.argsort((~wanted).to(torch.uint8), dim=1, stable=True)[:, :k]
         keep = torch.arange(k, device=idx.device) < wanted.sum(1, keepdim=True)
-        c = idx.numel()
-        pick = torch.cat([order, order + c], 1)
-        patches = _patch_geometry(graph, t) is not None
-        out[t] = IntermediateRows(idx, pick, idx[order], keep, patches)
+        pick = torch.cat([order, order + idx.numel()], 1)
+        out[t] = IntermediateRows(idx[order], keep, idx, pick)
     return out
 
 
@@ -253,24 +260,19 @@ def _initial_state(graph: Graph, p: _Problem, warm: OptState | None, bound_upper
     return alphas, betas, inner
 
 
-def _row_locations(graph: Graph, t: int, rw: IntermediateRows) -> Tensor:
-    """(D, 2k) spatial location of each selected row of node ``t`` (patch mode)."""
-    hw = math.prod(graph.nodes[t].shape[1:])
-    return (rw.idx % hw).repeat(2)[rw.pick]
-
-
 def _inner_init(graph: Graph, p: _Problem, t: int, rw: IntermediateRows) -> dict[int, Tensor]:
     """CROWN's slopes for the rows of node ``t``: dense maps, or windows in patch mode."""
-    S = rw.pick.shape[1]
-    if not rw.patches:
+    if rw.groups is None:
+        S = rw.pick.shape[1]
         return {r: _crown_slopes(graph, p.intervals, r, S) for r in graph.relu_nodes() if r < t}
-    chain, windows = _patch_geometry(graph, t)
-    loc = _row_locations(graph, t, rw)
+    chain, windows = patch_geometry(graph, t)
+    rows = 2 * rw.groups.channel.shape[1]
     out = {}
     for j in chain:
         if isinstance(graph.nodes[j], ReLUNode):
             lo, up = p.intervals[graph.nodes[j].inputs[0]]
-            out[j] = _rows_of((up > -lo).to(lo.dtype), windows[j], loc).contiguous()
+            m = _rows_of((up > -lo).to(lo.dtype), windows[j], rw.groups.loc).unsqueeze(2)
+            out[j] = m.expand(-1, -1, rows, -1, -1, -1).contiguous()
     return out
 
 
@@ -287,13 +289,8 @@ def _inner_intervals(graph: Graph, p: _Problem, inner: dict) -> list[Interval]:
         rw = p.inner_rows.get(j)
         if rw is not None:
             res = _inner_rows_bound(graph, j, rw, ivs, inner[j])  # reads nodes < j only
-            k = rw.neuron.shape[1]
-            lf, uf = lo.flatten(1), up.flatten(1)
-            old_l, old_u = lf.gather(1, rw.neuron), uf.gather(1, rw.neuron)
-            new_l = torch.where(rw.keep, torch.maximum(old_l, res[:, :k]), old_l)
-            new_u = torch.where(rw.keep, torch.minimum(old_u, -res[:, k:]), old_u)
-            lo = lf.scatter(1, rw.neuron, new_l).view_as(lo)
-            up = uf.scatter(1, rw.neuron, new_u).view_as(up)
+            lf, uf = tighten_rows(lo.flatten(1), up.flatten(1), rw.neuron, rw.keep, res)
+            lo, up = lf.view_as(lo), uf.view_as(up)
         if p.tighten is not None:
             lo, up = p.tighten(j, (lo, up))
         ivs.append((lo, up))
@@ -302,21 +299,11 @@ def _inner_intervals(graph: Graph, p: _Problem, inner: dict) -> list[Interval]:
 
 def _inner_rows_bound(graph: Graph, t: int, rw: IntermediateRows, ivs, slopes) -> Tensor:
     """Lower bounds (D, 2k) of the rows ``rw`` of node ``t`` with their own slopes."""
-    shape = graph.nodes[t].shape
-    c = rw.idx.numel()
-    dtype, device = ivs[0][0].dtype, ivs[0][0].device
-    if rw.patches:
-        chain, windows = _patch_geometry(graph, t)
-        hw = math.prod(shape[1:])
-        ones = torch.ones(c, dtype=dtype, device=device)
-        channel, loc = (rw.idx // hw).repeat(2), (rw.idx % hw).repeat(2)
-        sign = torch.cat([ones, -ones])
-        return backsubstitute_patches(
-            graph, chain, windows, channel, sign, loc, ivs, rw.pick, lower_slopes=slopes
-        )
-    eye = torch.zeros(c, math.prod(shape), dtype=dtype, device=device)
-    eye[torch.arange(c, device=device), rw.idx] = 1.0
-    A = torch.cat([eye, -eye]).view(1, 2 * c, *shape)
+    if rw.groups is not None:
+        chain, windows = patch_geometry(graph, t)
+        res = backsubstitute_patches(graph, chain, windows, rw.groups, ivs, lower_slopes=slopes)
+        return sweep_rows(res)
+    A = identity_rows(rw.idx, graph.nodes[t].shape, ivs[0][0])
     return backsubstitute(graph, t, A, ivs, lower_slopes=slopes, select=rw.pick)
 
 

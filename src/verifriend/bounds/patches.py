@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from verifriend.bounds.graph import AffineNode, Conv2dNode, Graph, InputNode, ReLUNode
-from verifriend.bounds.relax import Interval, relu_relaxation
+from verifriend.bounds.relax import Interval, conv_adjoint_fold, relu_relaxation
 
 Pair = tuple[int, int]
 
@@ -79,21 +79,71 @@ def patch_widths(graph: Graph, windows: dict[int, Window]) -> tuple[int, int]:
     return patch, dense
 
 
+def patch_geometry(graph: Graph, t: int) -> tuple[list[int], dict[int, Window]] | None:
+    """(chain, windows) when node ``t``'s identity rows are cheaper as patches, else None."""
+    chain = conv_chain(graph, t)
+    if chain is None:
+        return None
+    windows = chain_windows(graph, chain)
+    patch, dense = patch_widths(graph, windows)
+    return (chain, windows) if patch < dense else None
+
+
 def max_patch_width(graph: Graph, windows: dict[int, Window]) -> int:
     return max(graph.nodes[i].shape[0] * w.kernel[0] * w.kernel[1] for i, w in windows.items())
 
 
+@dataclass(frozen=True)
+class RowGroups:
+    """Identity rows of a conv node, grouped by spatial location.
+
+    Location ``loc[l]`` carries the neurons ``channel[l, :]`` (distinct channels,
+    wanted ones first; ``valid`` is False on padding). Each neuron gives two rows,
+    ``+e`` (its lower bound) and ``-e`` (minus its upper bound): a sweep returns
+    ``(B, L, 2R)`` with the ``+`` rows first. Rows at one location share the
+    windows of every slope map, so those are unfolded once per location, not per row.
+    """
+
+    loc: Tensor  # (L,)
+    channel: Tensor  # (L, R)
+    valid: Tensor  # (L, R)
+
+    def neurons(self, hw: int) -> Tensor:
+        """Flat neuron index (L * R,) of every grouped neuron (padding included)."""
+        return (self.channel * hw + self.loc.unsqueeze(1)).flatten()
+
+    def split(self, size: int) -> list[RowGroups]:
+        """The groups in chunks of at most ``size`` locations."""
+        return [
+            RowGroups(*parts)
+            for parts in zip(self.loc.split(size), self.channel.split(size), self.valid.split(size))
+        ]
+
+
+def group_rows(wanted: Tensor, shape) -> RowGroups:
+    """Group the neurons ``wanted`` (flat bool over a ``(C, H, W)`` node) by location."""
+    by_loc = wanted.view(shape[0], -1)  # (C, HW)
+    count = by_loc.sum(0)
+    loc = count.nonzero().squeeze(1)
+    R = int(count.max()) if loc.numel() else 0
+    order = torch.argsort((~by_loc[:, loc]).to(torch.uint8), dim=0, stable=True)[:R]
+    valid = torch.arange(R, device=wanted.device).unsqueeze(1) < count[loc]
+    return RowGroups(loc, order.t().contiguous(), valid.t().contiguous())
+
+
+def sweep_rows(result: Tensor) -> Tensor:
+    """``(B, L, 2R)`` sweep output -> ``(B, 2 L R)``: the lower-bound rows of every grouped
+    neuron in ``RowGroups.neurons`` order, then the negated upper-bound rows."""
+    R = result.shape[-1] // 2
+    return torch.cat([result[..., :R].flatten(1), result[..., R:].flatten(1)], 1)
+
+
 def _rows_of(x: Tensor, win: Window, loc: Tensor) -> Tensor:
-    """Windows of ``x`` (Bx, C, H, W) at locations ``loc`` (Bl, S) -> (B, S, C, Kh, Kw)."""
+    """Windows of ``x`` (Bx, C, H, W) at locations ``loc`` (L,) -> (Bx, L, C, Kh, Kw)."""
     C = x.shape[1]
     cols = F.unfold(x, win.kernel, padding=win.padding, stride=win.stride)  # (Bx, C*K, L)
-    cols = cols.transpose(1, 2)  # (Bx, L, C*K)
-    if loc.shape[0] == 1:
-        rows = cols[:, loc[0]]
-    else:
-        cols = cols.expand(loc.shape[0], -1, -1)
-        rows = cols.gather(1, loc.unsqueeze(-1).expand(-1, -1, cols.shape[-1]))
-    return rows.view(rows.shape[0], rows.shape[1], C, *win.kernel)
+    rows = cols.transpose(1, 2)[:, loc]
+    return rows.reshape(rows.shape[0], rows.shape[1], C, *win.kernel)
 
 
 def _mask(shape, win: Window, loc: Tensor, like: Tensor) -> Tensor:
@@ -102,62 +152,83 @@ def _mask(shape, win: Window, loc: Tensor, like: Tensor) -> Tensor:
     return _rows_of(ones, win, loc)
 
 
-def _select(t: Tensor, select: Tensor) -> Tensor:
-    return (
-        t[0][select]
-        if t.shape[0] == 1
-        else t.gather(
-            1, select.view(*select.shape, *([1] * (t.dim() - 2))).expand(-1, -1, *t.shape[2:])
-        )
-    )
+def _adjoint_matrix(P: Tensor, node: Conv2dNode) -> Tensor:
+    """The adjoint written out as one matrix: fast for small patches."""
+    N, C, kh, kw = P.shape
+    eye = torch.eye(C * kh * kw, dtype=P.dtype, device=P.device).view(-1, C, kh, kw)
+    M = F.conv_transpose2d(eye, node.weight, stride=node.stride, dilation=node.dilation)
+    return (P.reshape(N, -1) @ M.flatten(1)).view(N, *M.shape[1:])
+
+
+def _adjoint_transposed(P: Tensor, node: Conv2dNode) -> Tensor:
+    return F.conv_transpose2d(P, node.weight, stride=node.stride, dilation=node.dilation)
+
+
+def _adjoint_fold(P: Tensor, node: Conv2dNode) -> Tensor:
+    k = node.weight.shape[2:]
+    out = [
+        (K - 1) * s + d * (kk - 1) + 1
+        for K, s, d, kk in zip(P.shape[2:], node.stride, node.dilation, k)
+    ]
+    return conv_adjoint_fold(P, node.weight, out, node.stride, 0, node.dilation)
+
+
+def _pick_adjoint(P: Tensor, node: Conv2dNode):
+    """The fastest of three equivalent adjoint implementations on CPU, by shape.
+
+    Measured on conv_big-like layers: strided transposed convolutions are slow on
+    CPU, so small strided ones go through the matrix; few input channels favour
+    the GEMM + col2im form; the rest is a plain transposed convolution (also on
+    GPUs, where cuDNN handles all cases). A fixed rule, not timing, keeps results
+    reproducible from run to run.
+    """
+    if P.device.type != "cpu":
+        return _adjoint_transposed
+    k = node.weight.shape[2:]
+    out = [
+        (K - 1) * s + d * (kk - 1) + 1
+        for K, s, d, kk in zip(P.shape[2:], node.stride, node.dilation, k)
+    ]
+    growth = (out[0] * out[1]) / (k[0] * k[1])  # matrix MACs / convolution MACs
+    if growth <= (4 if max(node.stride) > 1 else 1):
+        return _adjoint_matrix
+    if node.weight.shape[1] <= 3:
+        return _adjoint_fold
+    return _adjoint_transposed
 
 
 def _conv_back(node: Conv2dNode, P: Tensor) -> Tensor:
-    """Patches on a conv's output -> patches on its input (the adjoint, unpadded)."""
-    Ba, S, C, kh, kw = P.shape
-    in_ch, k = node.weight.shape[1], node.weight.shape[2:]
-    out_hw = [
-        (K - 1) * s + d * (kk - 1) + 1
-        for K, s, d, kk in zip((kh, kw), node.stride, node.dilation, k)
-    ]
-    if C * kh * kw * in_ch * out_hw[0] * out_hw[1] <= _MATRIX_LIMIT:
-        # small patches: one GEMM with the adjoint written out as a matrix is much
-        # faster than many tiny transposed convolutions
-        eye = torch.eye(C * kh * kw, dtype=P.dtype, device=P.device).view(-1, C, kh, kw)
-        M = F.conv_transpose2d(eye, node.weight, stride=node.stride, dilation=node.dilation)
-        return (P.reshape(Ba, S, -1) @ M.flatten(1)).view(Ba, S, *M.shape[1:])
-    out = F.conv_transpose2d(
-        P.reshape(Ba * S, C, kh, kw), node.weight, stride=node.stride, dilation=node.dilation
-    )
-    return out.view(Ba, S, *out.shape[1:])
-
-
-_MATRIX_LIMIT = 1 << 22
+    """Patches (..., C, kh, kw) on a conv's output -> patches on its input (the adjoint, unpadded)."""
+    lead = P.shape[:-3]
+    flat = P.reshape(-1, *P.shape[-3:])
+    out = _pick_adjoint(flat, node)(flat, node)
+    return out.view(*lead, *out.shape[1:])
 
 
 def backsubstitute_patches(
     graph: Graph,
     chain: list[int],
     windows: dict[int, Window],
-    channel: Tensor,
-    sign: Tensor,
-    loc: Tensor,
+    groups: RowGroups,
     intervals: list[Interval],
-    select: Tensor | None = None,
     lower_slopes: dict[int, Tensor] | None = None,
 ) -> Tensor:
-    """Lower bounds (B, S') of rows ``sign * e_(channel, loc)`` of node ``chain[0]``.
+    """Lower bounds (B, L, 2R) of the grouped identity rows of node ``chain[0]``.
 
-    ``channel``, ``sign``, ``loc`` are (S,) and describe S shared rows; ``select``
-    (B, S') picks each sample's rows as in ``relax.backsubstitute``.
-    ``lower_slopes[j]`` (B, S', C, Kh, Kw), patch-shaped like the coefficients at
+    ``lower_slopes[j]`` (B, L, 2R, C, Kh, Kw), patch-shaped like the coefficients at
     ReLU node ``j``, overrides the lower slopes of its unstable neurons (alpha-CROWN).
+    Coefficients stay batch-free until the first ReLU.
     """
     start = graph.nodes[chain[0]]
-    S = channel.numel()
-    P = sign.new_zeros(1, S, start.shape[0], 1, 1)
-    P[0, torch.arange(S, device=P.device), channel] = sign.view(S, 1, 1)
-    loc = loc.view(1, S)
+    loc = groups.loc
+    L, R = groups.channel.shape
+    P = intervals[0][0].new_zeros(1, L, 2 * R, start.shape[0], 1, 1)
+    ch = (
+        groups.channel.unsqueeze(0).expand(2, -1, -1).permute(1, 0, 2).reshape(1, L, 2 * R, 1, 1, 1)
+    )
+    sign = torch.ones(2, R, dtype=P.dtype, device=P.device)
+    sign[1] = -1
+    P.scatter_(3, ch, sign.view(1, 1, 2 * R, 1, 1, 1).expand(1, L, -1, -1, -1, -1))
     bias = None
 
     def add(term):
@@ -167,42 +238,37 @@ def backsubstitute_patches(
     for j, i in pairwise(chain):
         node = graph.nodes[j]
         if isinstance(node, Conv2dNode):
-            add(P.sum((3, 4)) @ node.bias)
+            add(P.sum((-2, -1)) @ node.bias)
             P = _conv_back(node, P)
             if not isinstance(graph.nodes[i], (ReLUNode, InputNode)):
                 # ReLU slopes and input boxes read as 0 off the map, which zeroes
                 # such positions by itself; other nodes need the mask
-                P = P * _mask(graph.nodes[i].shape, windows[i], loc, P)
+                P = P * _mask(graph.nodes[i].shape, windows[i], loc, P).unsqueeze(2)
         elif isinstance(node, AffineNode):
-            add(P.sum((3, 4)) @ node.shift)
-            P = P * node.scale.view(1, 1, -1, 1, 1)
+            add(P.sum((-2, -1)) @ node.shift)
+            P = P * node.scale.view(-1, 1, 1)
         else:  # ReLU: the relaxation depends on the sample
-            if select is not None and P.shape[0] == 1:
-                P, loc = _select(P, select), _select(loc, select)
-                bias = None if bias is None else _select(bias, select)
-                S, select = P.shape[1], None
             lower, upper = intervals[i]
             lo, up, icpt = relu_relaxation(lower, upper)
             alpha = lower_slopes.get(j) if lower_slopes else None
             if alpha is None:
-                # one gather of the three slope maps at every row's window
+                # one unfold of the three slope maps, shared by a location's rows
                 maps = _rows_of(torch.cat([lo, up - lo, icpt], 1), windows[i], loc)
-                lo, diff, icpt = maps.unflatten(2, (3, -1)).unbind(2)
+                lo, diff, icpt = maps.unsqueeze(2).unflatten(3, (3, -1)).unbind(3)
             else:
                 unstable = ((lower < 0) & (upper > 0)).to(lower.dtype)
                 maps = _rows_of(torch.cat([lo, up, icpt, unstable], 1), windows[i], loc)
-                lo, up, icpt, unstable = maps.unflatten(2, (4, -1)).unbind(2)
+                lo, up, icpt, unstable = maps.unsqueeze(2).unflatten(3, (4, -1)).unbind(3)
                 lo = torch.where(unstable > 0, alpha.clamp(0.0, 1.0), lo)
                 diff = up - lo
             neg = P.clamp(max=0)
-            add(torch.einsum("bschw,bschw->bs", neg, icpt))
+            add((neg.flatten(3) @ icpt.flatten(3).transpose(-1, -2)).squeeze(-1))
             P = torch.addcmul(P * lo, neg, diff)
 
     # concretize at the input box
     x_lower, x_upper = intervals[0]
     c, r = (x_lower + x_upper) / 2, (x_upper - x_lower) / 2
     c, r = _rows_of(c, windows[0], loc), _rows_of(r, windows[0], loc)
-    add((P * c).flatten(2).sum(-1) - (P.abs() * r).flatten(2).sum(-1))
-    if select is not None:
-        bias = _select(bias, select)
+    P = P.flatten(3)
+    add((P @ c.flatten(2).unsqueeze(-1) - P.abs() @ r.flatten(2).unsqueeze(-1)).squeeze(-1))
     return bias

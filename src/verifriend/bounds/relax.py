@@ -114,10 +114,24 @@ def interval_conv(node: Conv2dNode, x: Interval) -> Interval:
     return mid - rad, mid + rad
 
 
+def conv_adjoint_fold(A: Tensor, weight: Tensor, out_hw, stride, padding, dilation) -> Tensor:
+    """Adjoint of a conv as a GEMM with the kernel then col2im: ``A`` (N, C_out, h, w)
+    -> (N, C_in, *out_hw). On CPU much faster than a transposed convolution when
+    the input has few channels (the first layer)."""
+    N, C = A.shape[:2]
+    cols = weight.reshape(C, -1).t() @ A.reshape(N, C, -1)
+    k = weight.shape[2:]
+    return F.fold(cols, tuple(out_hw), k, dilation=dilation, padding=padding, stride=stride)
+
+
 def _conv_transpose(A: Tensor, weight: Tensor, node, dilation, groups: int = 1) -> Tensor:
     """Adjoint of a strided conv: maps ``A`` on the output back onto the input shape."""
     Ba, S = A.shape[:2]
     in_hw, out_hw = node.in_shape[1:], node.shape[1:]
+    flat = A.reshape(Ba * S, *node.shape)
+    if groups == 1 and weight.shape[1] <= 3 and A.device.type == "cpu":
+        x = conv_adjoint_fold(flat, weight, in_hw, node.stride, node.padding, dilation)
+        return x.view(Ba, S, *node.in_shape)
     # the sizes a transposed conv produces by default can fall short of the
     # input when the forward conv dropped trailing rows; output_padding restores them
     out_pad = tuple(
@@ -127,7 +141,7 @@ def _conv_transpose(A: Tensor, weight: Tensor, node, dilation, groups: int = 1) 
         )
     )
     x = F.conv_transpose2d(
-        A.reshape(Ba * S, *node.shape),
+        flat,
         weight,
         stride=node.stride,
         padding=node.padding,
@@ -310,8 +324,7 @@ def _select_rows(t: Tensor, select: Tensor) -> Tensor:
     """Rows ``select`` (B, S') of ``t`` (Ba, S, ...) per batch element -> (B, S', ...)."""
     if t.shape[0] == 1:
         return t[0][select]
-    idx = select.view(*select.shape, *([1] * (t.dim() - 2))).expand(-1, -1, *t.shape[2:])
-    return t.gather(1, idx)
+    return t[torch.arange(t.shape[0], device=t.device).view(-1, 1), select]
 
 
 def backsubstitute(
