@@ -21,9 +21,11 @@ With ``intermediate=True`` the bounds of every unstable intermediate neuron are
 also recomputed at each step by back-substitution with their own alphas (one set
 per intermediate neuron and bound side, for every earlier ReLU), optimized
 jointly with the final ones through the final bound, as auto_LiRPA does. These
-shared parameters tie a domain's rows together, so the best iterate is then kept
-per domain (by the sum of its rows) rather than per row; the result is still
-intersected with CROWN's bound per row.
+shared parameters tie a domain's rows together, so the state then keeps one
+iterate per domain (the best sum of its rows), while each reported row is the
+best over all iterates (every iterate is sound); ``confirm_bound`` recomputes
+the state's bound, which can be looser on some rows. Without intermediate alphas
+both are per row and agree. Results are intersected with CROWN's bound per row.
 """
 
 from __future__ import annotations
@@ -393,7 +395,7 @@ def optimize_bounds(
             {t: {r: a.detach().clone() for r, a in d.items()} for t, d in inner.items()},
         )
 
-    best = None
+    best = kept = None
     best_alphas, best_betas, best_inner = snapshot()
     stalled, last_total = 0, None
     for it in range(iterations + 1):
@@ -401,14 +403,16 @@ def optimize_bounds(
             lb = _lower(graph, p, alphas, betas, inner)
         with torch.no_grad():
             cur = lb.detach()
-            if best is None:
+            if kept is None:
                 improved = torch.ones_like(cur, dtype=torch.bool)
             elif inner:
                 # shared intermediate alphas: keep whole domains, judged by their row sum
-                improved = (cur.sum(1) > best.sum(1)).unsqueeze(1).expand_as(cur)
+                improved = (cur.sum(1) > kept.sum(1)).unsqueeze(1).expand_as(cur)
             else:
-                improved = cur > best
-            best = cur.clone() if best is None else torch.where(improved, cur, best)
+                improved = cur > kept
+            kept = cur.clone() if kept is None else torch.where(improved, cur, kept)
+            # every iterate's bound is sound: report each row's best one
+            best = cur.clone() if best is None else torch.maximum(best, cur)
             for src, dst in ((alphas, best_alphas), (betas, best_betas)):
                 for r, v in src.items():
                     mask = improved.view(*improved.shape, *([1] * (v.dim() - 2)))
