@@ -17,9 +17,11 @@ small nets also get rows against auto_LiRPA on the model as built (``raw-patches
 ``raw-matrix``) to show that.
 
 auto_LiRPA is imported only from the folder named by ``$AUTOLIRPA_PATH`` (see
-benchmarks/README.md). Without it the script compares our bounds for ``fc_2x100`` against
-the exact minimum of every spec row from a MILP solved by HiGHS (not written yet: it
-prints a note and exits).
+benchmarks/README.md). Without it (unset, or the import fails) the script says why and
+compares our CROWN and alpha-CROWN bounds on ``fc_2x100`` with the HiGHS LP over the
+triangle relaxation built on the same CROWN intermediate bounds: CROWN must not exceed
+it, and alpha-CROWN (final slopes only) approaches it, since optimal per-neuron slopes
+reach the LP optimum.
 
 Usage::
 
@@ -210,14 +212,40 @@ def _call_alpha(fn, graph, case, iterations: int, lr: float):
 
 
 def _autolirpa():
-    """The auto_LiRPA module from ``$AUTOLIRPA_PATH``, or None when the variable is unset."""
+    """(auto_LiRPA module from ``$AUTOLIRPA_PATH`` or None, why it is missing)."""
     path = os.environ.get("AUTOLIRPA_PATH")
     if not path:
-        return None
+        return None, "AUTOLIRPA_PATH is not set (see benchmarks/README.md)"
     sys.path.insert(0, path)
-    import auto_LiRPA  # imported late on purpose: guarded by the environment variable
-    import auto_LiRPA.perturbations
-    return auto_LiRPA
+    try:  # imported late on purpose: guarded by the environment variable
+        import auto_LiRPA
+        import auto_LiRPA.perturbations
+    except Exception as exc:  # noqa: BLE001 -- any failure of a foreign package: fall back
+        return None, f"auto_LiRPA from {path} does not import ({type(exc).__name__}: {exc})"
+    return auto_LiRPA, ""
+
+
+def run_lp_reference(case: Case, args):
+    """Yield rows comparing our CROWN / alpha-CROWN with the triangle-relaxation LP (HiGHS)."""
+    from verifriend.bounds.optimize import alpha_crown
+    from verifriend.verify.milp import milp_bounds
+
+    graph = Graph.from_module(case.model, tuple(case.x.shape[1:]))
+    lo, hi, C = case.x_lower, case.x_upper, case.C
+    reached = attack_minima(case)
+    lp, t_lp = timed(lambda: milp_bounds(graph, lo, hi, C, relax=True).float(), 1, args.device)
+    with torch.no_grad():
+        ob, t_o = timed(lambda: spec_crown(graph, crown_intervals(graph, lo, hi), C)[0],
+                        args.runs, args.device)
+    yield {"net": case.name, "method": "crown vs LP", "ours": ob, "theirs": lp,
+           "t_ours": t_o, "t_theirs": t_lp, "reached": reached}
+    if args.skip_alpha:
+        return
+    oa, t_oa = timed(lambda: alpha_crown(graph, lo, hi, C, iterations=args.iterations,
+                                         lr=args.lr_alpha, intermediate=False)[0].lower,
+                     max(1, args.runs // 2), args.device, False)
+    yield {"net": case.name, "method": "alpha (final) vs LP", "ours": oa.detach(),
+           "theirs": lp, "t_ours": t_oa, "t_theirs": t_lp, "reached": reached}
 
 
 def attack_minima(case: Case, steps: int = 20, corners: int = 16) -> torch.Tensor:
@@ -358,22 +386,26 @@ def main(argv=None) -> int:
         return 0
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
           f"batch {args.batch}, runs {args.runs}, alpha iterations {args.iterations}")
-    lirpa = _autolirpa()
+    lirpa, why = _autolirpa()
     if lirpa is None:
-        print("AUTOLIRPA_PATH is not set; see benchmarks/README.md (the exact-MILP fallback "
-              "is not written yet)")
-        return 0
-    print(f"auto_LiRPA {getattr(lirpa, '__version__', '?')} from {os.environ['AUTOLIRPA_PATH']}")
+        print(f"{why}: comparing with the HiGHS LP of the triangle relaxation on fc_2x100 "
+              "instead ('theirs' = LP; our CROWN must not be above it)")
+        args.nets = ["fc_2x100"]
+        runner, legend = run_lp_reference, LEGEND.replace("auto_LiRPA's", "the LP's")
+    else:
+        print(f"auto_LiRPA {getattr(lirpa, '__version__', '?')} from "
+              f"{os.environ['AUTOLIRPA_PATH']}")
+        runner, legend = (lambda case, a: run_case(case, lirpa, a)), LEGEND
     lines = []
     for case in build_cases(args):
-        for r in run_case(case, lirpa, args):
+        for r in runner(case, args):
             lines.append(format_row(r))
             print("  " + lines[-1], flush=True)
     print()
     print(HEAD)
     print("-" * len(HEAD))
     print("\n".join(lines))
-    print(LEGEND)
+    print(legend)
     return 0
 
 

@@ -171,8 +171,8 @@ def test_to_float64_matches_double_module():
 @pytest.mark.parametrize(
     "net, shape, fragment",
     [
-        (nn.Sequential(nn.Linear(2, 3), nn.Sigmoid()), (2,), "layer '1' (Sigmoid)"),
-        (nn.Sequential(nn.Sequential(nn.Linear(2, 3), nn.Tanh())), (2,), "layer '0.1' (Tanh)"),
+        (nn.Sequential(nn.Linear(2, 3), nn.Softplus()), (2,), "layer '1' (Softplus)"),
+        (nn.Sequential(nn.Sequential(nn.Linear(2, 3), nn.ELU())), (2,), "layer '0.1' (ELU)"),
         (nn.Sequential(nn.Conv2d(2, 2, 1, groups=2)), (2, 3, 3), "groups=2"),
         (nn.Sequential(nn.Flatten(0)), (2, 3, 3), "Flatten"),
         (nn.Sequential(nn.MaxPool2d(2, ceil_mode=True)), (1, 5, 5), "MaxPool2d"),
@@ -184,6 +184,23 @@ def test_unsupported_layers_are_named(net, shape, fragment):
         Graph.from_module(net, shape)
     assert fragment in str(err.value)
     assert "not supported" in str(err.value)
+
+
+def test_sigmoid_and_tanh_modules_convert():
+    from verifriend.bounds.activations import SigmoidNode, TanhNode
+    from verifriend.bounds.crown import crown
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 6), nn.Sigmoid(), nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 2))
+    graph = Graph.from_module(net, (3,))
+    kinds = [type(n) for n in graph.nodes]
+    assert SigmoidNode in kinds and TanhNode in kinds
+    x = torch.rand(4, 3)
+    assert torch.allclose(graph(x), net(x), atol=1e-6)
+    b = crown(graph, x - 0.1, x + 0.1)
+    pts = x.unsqueeze(1) + 0.1 * (2 * torch.rand(4, 2000, 3) - 1)
+    vals = net(pts)
+    assert torch.all(vals.amin(1) >= b.lower - 1e-5) and torch.all(vals.amax(1) <= b.upper + 1e-5)
 
 
 def test_shape_mistakes_are_user_errors():

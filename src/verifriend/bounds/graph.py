@@ -331,6 +331,13 @@ def _convert_relu(b: _Builder, m: nn.ReLU, path: str, src: int) -> int:
     return b.add(ReLUNode, (src,), path)
 
 
+def _convert_s_shape(b: _Builder, m: nn.Module, path: str, src: int) -> int:
+    # imported here: the activation nodes are defined on top of this module
+    from verifriend.bounds.activations import SigmoidNode, TanhNode
+
+    return b.add(SigmoidNode if isinstance(m, nn.Sigmoid) else TanhNode, (src,), path)
+
+
 def _convert_flatten(b: _Builder, m: nn.Flatten, path: str, src: int) -> int:
     if m.start_dim != 1 or m.end_dim != -1:
         raise _unsupported(path, "Flatten", "only start_dim=1, end_dim=-1 is supported")
@@ -451,6 +458,8 @@ _CONVERTERS: dict[type, Callable[[_Builder, nn.Module, str, int], int]] = {
     nn.Dropout1d: _convert_identity,
     nn.Dropout2d: _convert_identity,
     nn.ReLU: _convert_relu,
+    nn.Sigmoid: _convert_s_shape,
+    nn.Tanh: _convert_s_shape,
     nn.Flatten: _convert_flatten,
     nn.Linear: _convert_linear,
     nn.Conv2d: _convert_conv,

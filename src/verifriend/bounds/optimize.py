@@ -363,7 +363,7 @@ def optimize_bounds(
     lr: float = 0.1,
     lr_beta: float | None = None,
     lr_decay: float = 0.98,
-    patience: int = 5,
+    patience: int = 10,
     tol: float = 1e-4,
     bound_upper: bool = False,
     intermediate: bool = False,
@@ -464,8 +464,9 @@ def alpha_crown(
     ``C`` is (D, m, n_out), (m, n_out) shared, or None (identity). The lower slope of
     every ReLU neuron is optimized per domain and spec row for ``iterations`` Adam
     steps (learning rate ``lr``), starting from CROWN's slopes, with early stopping
-    after ``patience`` steps without relative improvement ``tol``; each row keeps its
-    best bound (best domain with intermediate alphas). ``intermediate=True`` (the
+    after ``patience`` (10, auto_LiRPA's default) steps without relative improvement
+    ``tol``; each row reports its best iterate (the state keeps the best domain
+    iterate with intermediate alphas). ``intermediate=True`` (the
     default) also optimizes the bounds of unstable intermediate neurons, each with
     its own alphas (see the module docstring); False is faster and looser. Lower
     bounds are never looser than CROWN's or IBP's; upper bounds

@@ -1,0 +1,1 @@
+"""Verification: complete and exact procedures built on the bound engine (MILP, BaB)."""
