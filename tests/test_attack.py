@@ -1,11 +1,22 @@
-"""PGD against closed-form worst cases of linear classifiers and against clean accuracy."""
+"""PGD against closed-form worst cases of linear classifiers and against clean accuracy;
+spec falsification against exact MILP answers and VNN-COMP verdicts."""
+
+import csv
+import time
+from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from verifriend.attack import margin_loss, pgd_accuracy, pgd_attack
+from verifriend.bounds import Graph
 from verifriend.errors import UserError
+from verifriend.specs.spec import Spec
+from verifriend.verify.attack import check_points, falsify, float64_copy, spec_loss
+from verifriend.verify.milp import milp_bounds
 
 
 def _linear(d: int, k: int, seed: int = 0) -> nn.Sequential:
@@ -152,3 +163,190 @@ def test_pgd_returns_best_iterate_not_last():
     x_adv = pgd_attack(_Bowl(), x, torch.tensor([0]), 0.2, steps=4, step_size=0.07,
                        schedule="constant", random_start=False)
     assert x_adv.item() == pytest.approx(0.47, abs=1e-6)
+
+
+# ---------------------------------------------------------------- falsification of specs
+# verifriend.verify.attack: spec_loss against Spec.violated_mask, falsify against exact
+# MILP answers on tiny networks and against VNN-COMP's known verdicts (mnistfc).
+
+F64 = torch.float64
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: on a shared, loaded CPU two threads make PGD ~10x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _random_spec(gen: torch.Generator, n_in: int, n_out: int, sizes: list[int],
+                 integer: bool) -> Spec:
+    """A spec on a random box whose clause j has ``sizes[j]`` rows (small integers if asked)."""
+    def draw(*shape):
+        if integer:  # ties a . y == b happen often: the boundary case of both functions
+            return torch.randint(-2, 3, shape, generator=gen).to(F64)
+        return torch.randn(*shape, generator=gen, dtype=F64)
+    clauses = [(draw(k, n_out), draw(k)) for k in sizes]
+    centre = torch.rand(n_in, generator=gen, dtype=F64) * 2 - 1
+    radius = 0.05 + 0.45 * torch.rand(n_in, generator=gen, dtype=F64)
+    return Spec(centre - radius, centre + radius, clauses, n_out)
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n_out=st.integers(1, 5),
+       sizes=st.lists(st.integers(0, 3), max_size=4), integer=st.booleans())
+def test_spec_loss_is_nonpositive_exactly_when_the_clause_holds(seed, n_out, sizes, integer):
+    gen = torch.Generator().manual_seed(seed)
+    spec = _random_spec(gen, 2, n_out, sizes, integer)
+    y = (torch.randint(-3, 4, (64, n_out), generator=gen).to(F64) if integer
+         else torch.randn(64, n_out, generator=gen, dtype=F64))
+    C, d, clause = spec.to_spec_matrix()
+    loss = spec_loss(y, -C, d, clause, spec.n_clauses)
+    assert loss.shape == (64, spec.n_clauses)
+    assert torch.equal((loss <= 0).any(-1), spec.violated_mask(y))
+    # per clause too: clause j alone is its own spec
+    for j, cl in enumerate(spec.clauses):
+        one = Spec(spec.lower, spec.upper, [cl], n_out)
+        assert torch.equal(loss[:, j] <= 0, one.violated_mask(y))
+
+
+def _tiny_graph(seed: int, conv: bool) -> tuple[Graph, tuple[int, ...]]:
+    """A random float32 ReLU network: an MLP 3-8-8-4 or a small conv net on (1, 4, 4)."""
+    torch.manual_seed(seed)
+    if conv:
+        net = nn.Sequential(nn.Conv2d(1, 2, 2), nn.ReLU(), nn.Flatten(), nn.Linear(18, 6),
+                            nn.ReLU(), nn.Linear(6, 4))
+        shape = (1, 4, 4)
+    else:
+        net = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(),
+                            nn.Linear(8, 4))
+        shape = (3,)
+    return Graph.from_module(net.eval(), shape), shape
+
+
+def _exact_max(graph: Graph, shape, lower: torch.Tensor, upper: torch.Tensor,
+               A: torch.Tensor) -> torch.Tensor:
+    """max over the box of each row a . f(x), exactly (MILP min of -a . f(x))."""
+    g64 = graph.to(dtype=F64)
+    lo, hi = lower.reshape(1, *shape), upper.reshape(1, *shape)
+    return -milp_bounds(g64, lo, hi, -A)[0]
+
+
+def _assert_counterexample(graph: Graph, shape, spec: Spec, found) -> None:
+    x, y = found
+    assert x.dtype == F64 and y.dtype == F64 and x.shape == (spec.n_inputs,)
+    assert bool(((spec.lower <= x) & (x <= spec.upper)).all())
+    y_again = graph.to(dtype=F64)(x.reshape(1, *shape)).reshape(-1)
+    assert torch.equal(y_again, y)
+    assert spec.is_violated(y)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_falsify_is_sound_and_finds_clear_violations_on_tiny_nets():
+    clear = found_clear = 0
+    for seed in range(60):
+        graph, shape = _tiny_graph(seed, conv=seed % 4 == 3)
+        gen = torch.Generator().manual_seed(1000 + seed)
+        n_in = 16 if seed % 4 == 3 else 3
+        spec = _random_spec(gen, n_in, 4, [1, 1, 1], integer=False)
+        A = torch.cat([a for a, _ in spec.clauses])
+        top = _exact_max(graph, shape, spec.lower, spec.upper, A)
+        # thresholds around the exact maxima: some clauses reachable, some not
+        margin = (torch.rand(3, generator=gen, dtype=F64) - 0.5) * 0.6
+        spec.clauses = [(A[j:j + 1], (top[j] - margin[j]).reshape(1)) for j in range(3)]
+        found = falsify(graph, spec, shape, time_budget=5.0, steps=50, restarts=8, seed=seed)
+        if found is not None:
+            _assert_counterexample(graph, shape, spec, found)
+        if bool((margin < -1e-6).all()):  # no clause reachable: nothing may be returned
+            assert found is None, seed
+        if bool((margin > 0.05).any()):
+            clear += 1
+            found_clear += found is not None
+    assert clear >= 20
+    assert found_clear >= 0.9 * clear, (found_clear, clear)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_falsify_multi_row_clauses_and_many_seeds_are_sound():
+    # AND-groups of several rows: no exact oracle here, so only soundness, over many seeds
+    for seed in range(30):
+        graph, shape = _tiny_graph(seed, conv=seed % 2 == 1)
+        gen = torch.Generator().manual_seed(seed)
+        spec = _random_spec(gen, 16 if seed % 2 else 3, 4, [2, 3, 1], integer=False)
+        spec.clauses = [(a, b * 0.1) for a, b in spec.clauses]  # thresholds near the outputs
+        found = falsify(graph, spec, shape, time_budget=2.0, steps=30, restarts=4, seed=seed)
+        if found is not None:
+            _assert_counterexample(graph, shape, spec, found)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_falsify_starts_from_candidates_and_check_points_clamps():
+    graph, shape = _tiny_graph(7, conv=False)
+    gen = torch.Generator().manual_seed(7)
+    spec = _random_spec(gen, 3, 4, [1], integer=False)
+    a = spec.clauses[0][0]
+    g64 = float64_copy(graph)
+    assert float64_copy(graph) is g64 and float64_copy(g64) is g64
+    # the threshold is met at one corner only: the candidate finds it without any search
+    corner = torch.where(torch.rand(3, generator=gen) < 0.5, spec.lower, spec.upper)
+    value = float((g64(corner.reshape(1, 3)) @ a.T).reshape(()))
+    spec.clauses = [(a, torch.tensor([value], dtype=F64))]
+    found = falsify(graph, spec, shape, steps=0, candidates=corner.reshape(1, 3))
+    assert found is not None and torch.equal(found[0], corner)
+    # a point just outside the box is clamped onto the corner before the check
+    outside = corner + torch.where(corner == spec.upper, 1e-3, -1e-3)
+    assert torch.equal(check_points(g64, spec, outside.reshape(1, 3))[0], corner)
+    assert check_points(g64, spec, torch.zeros(0, 3)) is None
+    # no clauses: nothing is unsafe
+    empty = Spec(spec.lower, spec.upper, [], 4)
+    assert falsify(graph, empty, shape, time_budget=1.0) is None
+
+
+# ---------------------------------------------------------------- VNN-COMP mnistfc
+
+def _mnistfc() -> Path:
+    for root in (Path(__file__).resolve().parents[2] / "shared" / "vnncomp",
+                 Path("/work/shared/vnncomp")):
+        if (root / "mnistfc" / "instances.csv").is_file():
+            return root / "mnistfc"
+    pytest.skip("VNN-COMP benchmarks (shared/vnncomp) not available")
+
+
+def _instance(name: str):
+    from verifriend.bounds.onnx_import import load_onnx
+    from verifriend.specs.vnnlib import read_vnnlib
+
+    root = _mnistfc()
+    with open(root / "instances.csv", newline="") as f:
+        rows = {r["vnnlib"]: r for r in csv.DictReader(f)}
+    row = rows[f"vnnlib/{name}.vnnlib.gz"]
+    graph = load_onnx(root / row["onnx"])
+    return graph, read_vnnlib(root / row["vnnlib"]), row["verdict"]
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("name", ["prop_7_0.03", "prop_0_0.05"])
+def test_falsify_finds_mnistfc_counterexamples(name):
+    # prop_0_0.05 needs the leaky ReLU gradient: plain PGD stalls with the loss near 1
+    graph, specs, verdict = _instance(name)
+    assert verdict == "sat"
+    start = time.perf_counter()
+    found = [falsify(graph, s, graph.input_shape, time_budget=30.0) for s in specs]
+    hits = [(s, f) for s, f in zip(specs, found) if f is not None]
+    assert hits, f"no counterexample for {name} in {time.perf_counter() - start:.1f} s"
+    for spec, f in hits:
+        _assert_counterexample(graph, graph.input_shape, spec, f)
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("name", ["prop_2_0.03", "prop_4_0.05"])
+def test_falsify_finds_nothing_on_mnistfc_unsat(name):
+    graph, specs, verdict = _instance(name)
+    assert verdict == "unsat"
+    start = time.perf_counter()
+    for s in specs:
+        assert falsify(graph, s, graph.input_shape, time_budget=1.0, restarts=10**6) is None
+    # the budget is respected (checked between steps)
+    assert time.perf_counter() - start < 1.0 * len(specs) + 1.0

@@ -354,3 +354,11 @@ def test_errors():
     lo2, hi2 = torch.zeros(1, 2, dtype=torch.float64), torch.ones(1, 2, dtype=torch.float64)
     with pytest.raises(UnsupportedLayerError, match="no MILP encoding"):
         milp_bounds(gs, lo2, hi2, None)
+
+
+def test_feasible_affine_chain_is_not_called_infeasible():
+    """Regression: HiGHS's presolve called this all-stable (purely affine) model infeasible."""
+    g, lo, hi, c = problem(128, (2, 3, 3, 1), 0.3)
+    res = encode(g, lo, hi, crown(g, lo, hi).intervals).minimize(c)
+    assert res.status == "optimal"
+    check_point(g, lo, hi, c, res)

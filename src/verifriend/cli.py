@@ -153,6 +153,23 @@ def bounds(
     console.print(table)
 
 
+@app.command(epilog="Example: verifriend vnncomp net.onnx prop.vnnlib.gz --timeout 120 --out result.txt")
+@user_errors
+def vnncomp(
+    model: Annotated[Path, typer.Argument(help="An ONNX network.")],
+    spec: Annotated[Path, typer.Argument(help="A VNN-LIB spec (.vnnlib or .vnnlib.gz).")],
+    out: Annotated[Path, typer.Option(help="Where to write the VNN-COMP result file.")],
+    timeout: Annotated[float, typer.Option(min=0.001, help="Seconds for the whole run, loading included.")] = 300.0,
+) -> None:
+    """Run one VNN-COMP instance with the complete verifier and write its result file."""
+    from verifriend.metrics.report import write_text_atomic
+    from verifriend.verify.vnncomp import format_result, run_instance
+
+    verdict = run_instance(model, spec, timeout)
+    write_text_atomic(out, format_result(verdict))
+    print(f"{verdict.status}  {verdict.time_s:.2f} s")
+
+
 @app.command(epilog="Example: verifriend zoo")
 @user_errors
 def zoo() -> None:

@@ -30,12 +30,15 @@ def confirm_bound(
     splits: Splits | None = None,
     *,
     max_elements: int = DEFAULT_MAX_ELEMENTS,
+    intervals: list | None = None,
 ) -> Bounds:
     """The bounds given by the fixed ``state`` (and ``splits``), recomputed in float64.
 
     Same problem shapes as :func:`verifriend.bounds.optimize.beta_crown`; the state
     must hold one row per domain (use ``state.select``). Domains found empty in
-    float64 get ``lower = +inf``.
+    float64 get ``lower = +inf``. ``intervals`` (float64 node bounds valid on each
+    domain, e.g. the root's) replaces the CROWN pass for intermediate bounds, as
+    ``beta_crown(intervals=...)`` does: the splits are clamped and propagated.
     """
     g64 = graph.to(dtype=F64)
     xl, xu = x_lower.to(F64), x_upper.to(F64)
@@ -43,7 +46,10 @@ def confirm_bound(
     with torch.no_grad():
         # the intermediate rows are the state's, not re-derived: float64 may see a
         # slightly different set of unstable neurons
-        p = _prepare(g64, xl, xu, C64, splits, state.bound_upper, max_elements, state.rows)
+        known = None if intervals is None else [(a.to(F64), b.to(F64)) for a, b in intervals]
+        p = _prepare(
+            g64, xl, xu, C64, splits, state.bound_upper, max_elements, state.rows, known
+        )
         s64 = state.to(F64)
         # betas of nodes without any split in these domains multiply zero signs
         betas = {r: b for r, b in s64.betas.items() if r in p.signs}

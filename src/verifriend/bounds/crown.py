@@ -101,6 +101,18 @@ def identity_rows(idx: Tensor, shape, like: Tensor) -> Tensor:
     return torch.cat([eye, -eye]).view(1, 2 * c, *shape)
 
 
+class _MaxKeepsGrad(torch.autograd.Function):
+    """``max(old, new)`` exactly, with the gradient always passed to ``new``."""
+
+    @staticmethod
+    def forward(ctx, old: Tensor, new: Tensor) -> Tensor:
+        return torch.maximum(old, new)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return None, grad
+
+
 def tighten_rows(
     lf: Tensor, uf: Tensor, neuron: Tensor, keep: Tensor, res: Tensor
 ) -> tuple[Tensor, Tensor]:
@@ -114,8 +126,8 @@ def tighten_rows(
     # values are the intersection; gradients (alpha-CROWN) always reach the rows'
     # own bounds, which start equal to the old ones: otherwise rounding at that
     # tie would decide whether their slopes get optimized at all
-    new_l = res_l + (torch.maximum(old_l, res_l) - res_l).detach()
-    new_u = res_u + (torch.minimum(old_u, res_u) - res_u).detach()
+    new_l = _MaxKeepsGrad.apply(old_l, res_l)
+    new_u = -_MaxKeepsGrad.apply(-old_u, -res_u)
     new_l, new_u = torch.where(keep, new_l, old_l), torch.where(keep, new_u, old_u)
     return lf.scatter(1, neuron, new_l), uf.scatter(1, neuron, new_u)
 

@@ -227,6 +227,34 @@ class Graph:
         ]
         return Graph(nodes, self.input_shape)
 
+    def with_output_map(self, C: Tensor, d: Tensor) -> Graph:
+        """The graph of ``x -> C f(x) + d`` (C (m, n_out), d (m,)): a spec's rows as outputs.
+
+        A final Linear node is merged with the map, so no extra layer is bounded.
+        """
+        last = self.nodes[-1]
+        C = C.to(dtype=self.dtype, device=self.device)
+        d = d.to(dtype=self.dtype, device=self.device)
+        if C.dim() != 2 or C.shape[1] != self.num_outputs or d.shape != (C.shape[0],):
+            raise UserError(
+                f"an output map needs C of shape (m, {self.num_outputs}) and d of shape (m,); "
+                f"got {tuple(C.shape)} and {tuple(d.shape)}."
+            )
+        name = "spec"
+        if isinstance(last, LinearNode):
+            merged = dataclasses.replace(
+                last, weight=C @ last.weight, bias=C @ last.bias + d, shape=(C.shape[0],)
+            )
+            return Graph([*self.nodes[:-1], merged], self.input_shape)
+        nodes = list(self.nodes)
+        src = len(nodes) - 1
+        if len(last.shape) != 1:
+            nodes.append(FlattenNode(inputs=(src,), shape=(self.num_outputs,), name="flatten",
+                                     in_shape=last.shape))
+            src += 1
+        nodes.append(LinearNode(inputs=(src,), shape=(C.shape[0],), name=name, weight=C, bias=d))
+        return Graph(nodes, self.input_shape)
+
     def __repr__(self) -> str:
         lines = [f"Graph(input_shape={self.input_shape})"]
         for i, n in enumerate(self.nodes):

@@ -205,6 +205,7 @@ def _prepare(
     bound_upper: bool,
     max_elements: int,
     inner_rows: dict[int, IntermediateRows] | None = None,
+    known: list[Interval] | None = None,
 ) -> _Problem:
     C = check_problem(graph, x_lower, x_upper, C)
     D = x_lower.shape[0]
@@ -213,9 +214,12 @@ def _prepare(
     tighten = _clamp_splits(graph, splits) if splits is not None else None
     with torch.no_grad():
         base = interval_pass(graph, x_lower, x_upper)
-        intervals = crown_intervals(
-            graph, x_lower, x_upper, max_elements=max_elements, base=base, tighten=tighten
-        )
+        if known is None:
+            intervals = crown_intervals(
+                graph, x_lower, x_upper, max_elements=max_elements, base=base, tighten=tighten
+            )
+        else:
+            intervals = _reuse_intervals(graph, known, tighten)
     rows = torch.cat([C, -C], 1) if bound_upper else C
     rows = rows.reshape(rows.shape[0], rows.shape[1], *graph.output_shape)
     signs = {}
@@ -228,6 +232,19 @@ def _prepare(
     return _Problem(
         intervals, base, C, rows, signs, _empty_domains(intervals), tighten, inner_rows or {}
     )
+
+
+def _reuse_intervals(graph: Graph, known: list[Interval], tighten) -> list[Interval]:
+    """Node bounds from ``known`` ones (e.g. a parent domain's, valid on the sub-domain),
+    with the splits clamped and the clamps carried forward by interval propagation."""
+    ivs = [known[0]]
+    for j, node in enumerate(graph.nodes[1:], 1):
+        lo, up = interval_rule(node, [ivs[i] for i in node.inputs])
+        lo, up = torch.maximum(lo, known[j][0]), torch.minimum(up, known[j][1])
+        if tighten is not None:
+            lo, up = tighten(j, (lo, up))
+        ivs.append((lo, up))
+    return ivs
 
 
 def _crown_slopes(graph: Graph, intervals: list[Interval], r: int, S: int) -> Tensor:
@@ -369,11 +386,14 @@ def optimize_bounds(
     intermediate: bool = False,
     max_elements: int = DEFAULT_MAX_ELEMENTS,
     method: str = "alpha-crown",
+    intervals: list[Interval] | None = None,
 ) -> tuple[Bounds, OptState]:
     """The shared engine of :func:`alpha_crown` and :func:`beta_crown` (see those)."""
     if iterations < 0:
         raise UserError("iterations must be >= 0.")
-    p = _prepare(graph, x_lower, x_upper, C, splits, bound_upper, max_elements)
+    p = _prepare(
+        graph, x_lower, x_upper, C, splits, bound_upper, max_elements, known=intervals
+    )
     if intermediate and iterations:
         p.inner_rows = _plan_rows(graph, p.intervals)
     alphas, betas, inner = _initial_state(graph, p, warm_start, bound_upper)
@@ -384,7 +404,9 @@ def optimize_bounds(
     groups = [{"params": [*alphas.values(), *inner_params], "lr": lr}]
     if betas:
         groups.append({"params": list(betas.values()), "lr": lr if lr_beta is None else lr_beta})
-    opt = torch.optim.Adam(groups) if params and iterations else None
+    # fused: one kernel for all parameters instead of a Python loop over tensors
+    fused = x_lower.device.type in ("cpu", "cuda")
+    opt = torch.optim.Adam(groups, fused=fused) if params and iterations else None
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, lr_decay) if opt is not None else None
     feasible = (~p.infeasible).to(x_lower.dtype).unsqueeze(1)
 
@@ -508,6 +530,9 @@ def beta_crown(
     intermediate bounds are only optimized with ``intermediate=True`` (in branch
     and bound the parent's bounds, clamped by the splits, usually suffice).
     Every learning rate decays by ``lr_decay`` per step.
+    ``intervals`` (node bounds valid on each domain, e.g. its parent's) skips the
+    CROWN pass for intermediate bounds: they are clamped by the splits and
+    propagated by intervals instead (faster, looser; branch and bound's default).
     ``warm_start`` is a parent batch's state; ``parent`` (D,) maps each domain to its
     row there (None: the state already has D rows). A domain whose splits (or box)
     contain no input gets ``lower = +inf`` and ``upper = -inf``: it needs no proof.

@@ -337,6 +337,7 @@ def backsubstitute(
     input_terms: dict[int, Tensor] | None = None,
     stop: Callable[[int], bool] | None = None,
     select: Tensor | None = None,
+    record: dict[int, Tensor] | None = None,
 ) -> Tensor:
     """Lower bound ``(B, S)`` of the linear functions ``A . v_start`` over the input box.
 
@@ -369,6 +370,8 @@ def backsubstitute(
                 pending = {i: _select_rows(v, select) for i, v in pending.items()}
                 bias = None if bias is None else _select_rows(bias, select)
                 select = None
+            if record is not None and isinstance(node, ReLUNode):
+                record[j] = a
             ins = [intervals[i] for i in node.inputs]
             alpha = lower_slopes.get(j) if lower_slopes else None
             coefs, term = BACKWARD_RULES[type(node)](node, a, ins, alpha)

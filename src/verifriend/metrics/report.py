@@ -21,21 +21,28 @@ DEMO_METRICS: list[tuple[str, str]] = [
 ]
 
 
-def write_json_atomic(path: str | os.PathLike, data: dict) -> None:
-    """Write ``data`` as JSON so that readers see the old file or the new one, never half."""
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` so that readers see the old file or the new one, never half.
+
+    Writes a temporary file in the same folder, fsyncs it and renames it over ``path``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: str | os.PathLike, data: dict) -> None:
+    """Write ``data`` as JSON so that readers see the old file or the new one, never half."""
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def _fmt(v) -> str:

@@ -130,6 +130,15 @@ class MilpModel:
         status = h.getModelStatus()
         S = highspy.HighsModelStatus
         if status in (S.kInfeasible, S.kUnboundedOrInfeasible):
+            # HiGHS's presolve has been seen to call a feasible model with chains of
+            # equalities infeasible; "infeasible" proves things, so it must be re-derived
+            # without presolve before it is believed
+            h.setOptionValue("presolve", "off")
+            h.run()
+            h.setOptionValue("presolve", "choose")
+            elapsed = time.perf_counter() - start
+            status = h.getModelStatus()
+        if status in (S.kInfeasible, S.kUnboundedOrInfeasible):
             # the model is bounded (finite box), so "unbounded or infeasible" is infeasible
             return MilpResult("infeasible", math.inf, None, math.inf, elapsed)
         info = h.getInfo()
