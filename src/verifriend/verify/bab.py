@@ -29,6 +29,8 @@ from verifriend.bounds.splits import Splits
 from verifriend.errors import UserError
 from verifriend.verify.branching import BRANCHING, branch, choose
 
+_STATS = {"unconfirmed": 0}
+
 
 @dataclass
 class BabConfig:
@@ -129,6 +131,7 @@ def relu_bab(
     config: BabConfig | None = None,
     exact_leaf=None,
     on_progress=None,
+    root_intervals64: list[Interval] | None = None,
 ) -> BabOutcome:
     """Branch and bound on one input box (``x_lower``/``x_upper`` of batch 1).
 
@@ -136,7 +139,10 @@ def relu_bab(
     bounds, node intervals and alpha state come from the incomplete stage.
     ``exact_leaf(splits) -> ("unsat" | "sat" | "unknown", x)`` decides a domain
     without unstable neurons (an LP over its region). ``on_progress(domains, pool size,
-    worst margin)`` is called after every step.
+    worst margin)`` is called after every step. ``root_intervals64`` are the root's
+    node bounds recomputed in float64 the way ``root_intervals`` were found (e.g.
+    ``confirm_bound(...).intervals`` of the alpha state); default: CROWN in float64.
+    Children's float64 confirmations derive their intermediate bounds from them.
     """
     config = config or BabConfig()
     config.check()
@@ -147,10 +153,12 @@ def relu_bab(
 
     splits = Splits.empty(graph, 1, device=x_lower.device)
     # every proof is confirmed in float64 on intermediate bounds derived, like the
-    # float32 ones, from the root's CROWN bounds (here recomputed in float64)
-    with torch.no_grad():
-        root64 = crown_intervals(graph.to(dtype=torch.float64), x_lower.double(),
-                                 x_upper.double())
+    # float32 ones, from the root's bounds (recomputed in float64)
+    root64 = root_intervals64
+    if root64 is None:
+        with torch.no_grad():
+            root64 = crown_intervals(graph.to(dtype=torch.float64), x_lower.double(),
+                                     x_upper.double())
     pool: _Pool | None = _Pool(
         splits, root_lower, root_intervals, _full_betas(graph, root_state, 1)
     )
@@ -233,6 +241,7 @@ def _step(graph, x_lower, x_upper, cur: _Pool, margin, config: BabConfig, exact_
                             kids.select(check), intervals=root64)
         lower64 = torch.where(holds, 1.0, -1.0).to(b.lower.dtype)
         proved[check] = margin(lower64) > 0
+        _STATS["unconfirmed"] += int((~proved[check]).sum())
     open_ = (~proved).nonzero().squeeze(1)
     n_proved = int(proved.sum())
     if open_.numel() == 0:
