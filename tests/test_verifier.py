@@ -66,3 +66,51 @@ def test_outward_box_contains_the_float64_box():
     lo, hi = outward_box(spec, (4,))
     assert lo.dtype == torch.float32
     assert torch.all(lo.to(F64) <= spec.lower) and torch.all(hi.to(F64) >= spec.upper)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10_000),
+    n_in=st.integers(2, 6),
+    hidden=st.lists(st.integers(4, 12), min_size=2, max_size=3),
+    branching=st.sampled_from(["babsr", "fsb"]),
+    splitter=st.sampled_from(["relu", "input"]),
+)
+def test_branch_and_bound_alone_matches_milp(seed, n_in, hidden, branching, splitter):
+    """Branch and bound started right after CROWN (no attack, no alpha stage) on boxes wide
+    enough that CROWN cannot decide: its answer equals the MILP's."""
+    from verifriend.bounds.crown import crown
+    from verifriend.bounds.optimize import alpha_crown
+    from verifriend.verify.attack import check_points
+    from verifriend.verify.bab import relu_bab
+    from verifriend.verify.input_split import input_bab
+    from verifriend.verify.verifier import _exact_leaf
+
+    net = small_net(seed, n_in, tuple(hidden), 3)
+    graph = Graph.from_module(net, (n_in,))
+    x = torch.rand(n_in, generator=torch.Generator().manual_seed(seed))
+    label = int(net(x.unsqueeze(0)).argmax())
+    spec = Spec.linf_robustness(x, label, 1.0, 3, lo=-10.0, hi=10.0)
+    truth = oracle(graph, spec)
+    C, d, clause = spec.to_spec_matrix()
+    gs = graph.with_output_map(C.float(), d.float())
+    lo, hi = outward_box(spec, (n_in,))
+    g64 = graph.to(dtype=F64)
+
+    def check(xs):
+        return check_points(g64, spec, xs)
+
+    deadline = __import__("time").monotonic() + 60
+    if splitter == "input":
+        out = input_bab(gs, lo, hi, clause, deadline=deadline, check=check, batch=16)
+    else:
+        a, state = alpha_crown(gs, lo, hi, None, iterations=0, intermediate=False)
+        cfg = VerifierConfig(bab=BabConfig(batch=4, iterations=3, branching=branching))
+        out = relu_bab(gs, lo, hi, clause, a.lower, crown(gs, lo, hi).intervals, state,
+                       deadline=deadline, config=cfg.bab,
+                       exact_leaf=_exact_leaf(gs, spec, lo, hi, clause, cfg, check))
+    assert out.status in ("sat", "unsat")
+    assert out.status == truth
+    if out.status == "sat":
+        xc, _ = out.x
+        assert spec.is_violated(g64(xc.view(1, -1))[0])

@@ -11,8 +11,8 @@ from verifriend.bounds.result import Bounds
 from verifriend.errors import UserError
 
 
-def check_problem(graph: Graph, x_lower: Tensor, x_upper: Tensor, C: Tensor | None) -> Tensor:
-    """Validate a bound problem; returns ``C`` as (B or 1, m, num_outputs) in the input's dtype."""
+def check_box(graph: Graph, x_lower: Tensor, x_upper: Tensor) -> None:
+    """Raise ``UserError`` unless ``graph`` is a Graph and the boxes (B, *input shape) fit it."""
     if not isinstance(graph, Graph):
         raise UserError(f"expected a verifriend Graph, got {type(graph).__name__}.")
     want = tuple(graph.input_shape)
@@ -21,6 +21,11 @@ def check_problem(graph: Graph, x_lower: Tensor, x_upper: Tensor, C: Tensor | No
             f"input bounds of shapes {tuple(x_lower.shape)} and {tuple(x_upper.shape)} do not "
             f"match the graph's input shape (B, {', '.join(map(str, want))})."
         )
+
+
+def check_problem(graph: Graph, x_lower: Tensor, x_upper: Tensor, C: Tensor | None) -> Tensor:
+    """Validate a bound problem; returns ``C`` as (B or 1, m, num_outputs) in the input's dtype."""
+    check_box(graph, x_lower, x_upper)
     if graph.dtype is not None and x_lower.dtype != graph.dtype:
         raise UserError(
             f"input bounds are {x_lower.dtype} but the graph is {graph.dtype}; "

@@ -29,8 +29,6 @@ from verifriend.bounds.splits import Splits
 from verifriend.errors import UserError
 from verifriend.verify.branching import BRANCHING, branch, choose
 
-_STATS = {"unconfirmed": 0}
-
 
 @dataclass
 class BabConfig:
@@ -241,7 +239,6 @@ def _step(graph, x_lower, x_upper, cur: _Pool, margin, config: BabConfig, exact_
                             kids.select(check), intervals=root64)
         lower64 = torch.where(holds, 1.0, -1.0).to(b.lower.dtype)
         proved[check] = margin(lower64) > 0
-        _STATS["unconfirmed"] += int((~proved[check]).sum())
     open_ = (~proved).nonzero().squeeze(1)
     n_proved = int(proved.sum())
     if open_.numel() == 0:

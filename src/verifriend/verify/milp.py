@@ -50,7 +50,7 @@ from verifriend.bounds.graph import (
     MaxPoolNode,
     ReLUNode,
 )
-from verifriend.bounds.ibp import check_problem
+from verifriend.bounds.ibp import check_box, check_problem
 from verifriend.bounds.optimize import _clamp_splits
 from verifriend.bounds.splits import Splits
 from verifriend.errors import UnsupportedLayerError, UserError
@@ -269,14 +269,7 @@ def encode(
     of the D domains. ``relax=True`` gives the LP (triangle) relaxation instead of
     the MILP. A domain whose bounds cross is empty: its model reports "infeasible".
     """
-    if not isinstance(graph, Graph):
-        raise UserError(f"expected a verifriend Graph, got {type(graph).__name__}.")
-    want = tuple(graph.input_shape)
-    if x_lower.shape != x_upper.shape or tuple(x_lower.shape[1:]) != want:
-        raise UserError(
-            f"input bounds of shapes {tuple(x_lower.shape)} and {tuple(x_upper.shape)} do not "
-            f"match the graph's input shape (D, {', '.join(map(str, want))})."
-        )
+    check_box(graph, x_lower, x_upper)
     D = x_lower.shape[0]
     if not 0 <= domain < D:
         raise UserError(f"domain {domain} is out of range for {D} domains.")
