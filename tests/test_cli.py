@@ -26,7 +26,9 @@ def assert_user_error(result, *words: str):
         assert w.lower() in msg, msg
 
 
-@pytest.mark.parametrize("cmd", ["demo", "train", "evaluate", "export", "zoo"])
+@pytest.mark.parametrize(
+    "cmd", ["demo", "train", "evaluate", "export", "zoo", "bounds", "vnncomp", "verify"]
+)
 def test_every_command_has_help_with_example(cmd):
     r = run(cmd, "--help")
     assert r.exit_code == 0

@@ -170,6 +170,52 @@ def vnncomp(
     print(f"{verdict.status}  {verdict.time_s:.2f} s")
 
 
+@app.command(epilog="Example: verifriend verify --model runs/nbc/model.pt --eps 0.05 --timeout 60 --per-class 10")
+@user_errors
+def verify(
+    model: Annotated[Path, typer.Option(help="A .pt written by `verifriend train`.")],
+    eps: Annotated[float, typer.Option(help="Linf radius (pixel space, in [0, 1]).")],
+    timeout: Annotated[float, typer.Option(help="Seconds per property.")],
+    per_class: Annotated[int, typer.Option(help="Test properties per class.")] = 10,
+    data_dir: DataDir = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Results file, one JSON line per property; an existing one is resumed "
+             "(default: <model stem>.verify.eps<E>.jsonl next to the model).")] = None,
+    seed: Annotated[int, typer.Option(help="Selection of the test images (0: the first of each class).")] = 0,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of a table.")] = False,
+) -> None:
+    """Verify Linf robustness of test images with the complete verifier; resumes a killed run."""
+    from rich.table import Table
+
+    from verifriend.verify.campaign import check_settings, default_out, run_campaign
+
+    check_settings(eps, timeout, per_class)  # before the default file name is derived from eps
+    out = out if out is not None else default_out(model, eps)
+    result = run_campaign(model, eps=eps, timeout=timeout, per_class=per_class, data_dir=data_dir,
+                          out_jsonl=out, seed=seed, progress=not json_out)
+    if json_out:
+        print(json.dumps(result.to_dict(), indent=2))
+        return
+    s = result.summary
+
+    def fmt(v, unit=""):
+        return "-" if v is None else f"{v:.1f}{unit}" if unit == "%" else f"{v:.3g}{unit}"
+
+    table = Table(title=f"{result.model} at eps={eps:g}, timeout {timeout:g} s ({s['n']} properties)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for label, v in (("UNSAT (proved)", fmt(s["unsat_pct"], "%")), ("SAT (counterexample)", fmt(s["sat_pct"], "%")),
+                     ("timeout / unknown", fmt(s["timeout_pct"], "%")),
+                     ("misclassified", fmt(s["misclassified_pct"], "%")),
+                     ("stable ReLUs (CROWN)", fmt(s["stable_pct"], "%")), ("mean time", fmt(s["mean_time_s"], " s")),
+                     ("mean time UNSAT+timeout", fmt(s["mean_time_unsat_timeout_s"], " s")),
+                     ("mean subproblems", fmt(s["mean_domains"]))):
+        table.add_row(label, v)
+    console.print(table)
+    console.print(f"results: {result.out_jsonl} ({result.resumed} resumed, {result.new} new)", highlight=False,
+                  soft_wrap=True)
+
+
 @app.command(epilog="Example: verifriend zoo")
 @user_errors
 def zoo() -> None:

@@ -1,0 +1,311 @@
+"""Robustness verification campaigns: many Linf properties of one model, resumable.
+
+A campaign takes ``per_class`` test images of each class of the model's data set and
+verifies, for each image the model classifies correctly, that every input of the
+eps-ball (clipped to [0, 1]) gets the same class. Misclassified images are recorded as
+"misclassified" and not verified (the NBC paper counts them among the properties).
+
+Results go to a JSON-lines file: a header line with the settings, then one line per
+finished property, flushed and fsynced as soon as the property is decided. Restarting the
+same command reads the file, skips the properties already there and appends the rest, so
+a killed campaign loses at most the property it was working on. A last line cut short by
+the kill is dropped (the file is rewritten atomically without it) and that property redone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from verifriend.errors import UserError
+from verifriend.verify.verifier import verify_spec
+
+FORMAT = "verifriend-campaign"
+VERSION = 1
+MISCLASSIFIED = "misclassified"
+# the settings a results file is bound to; a file written for other settings is refused
+SETTING_KEYS = ("model", "model_sha256", "eps", "timeout", "per_class", "seed")
+
+
+@dataclass
+class CampaignSummary:
+    """What :func:`run_campaign` did and the campaign's statistics so far.
+
+    ``summary`` is :func:`summarize` of every line in the file (resumed ones included);
+    ``resumed`` counts the properties found in the file on start, ``new`` those decided now.
+    """
+
+    model: str
+    dataset: str
+    eps: float
+    timeout: float
+    per_class: int
+    seed: int
+    out_jsonl: str
+    total: int
+    resumed: int
+    new: int
+    summary: dict = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        return self.summary.get("n", 0) == self.total
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "complete": self.complete}
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def summarize(lines: Iterable[dict]) -> dict:
+    """Statistics of property lines (header lines are ignored).
+
+    Percentages (0-100) are over all properties, misclassified ones included; ``timeout_pct``
+    counts "timeout" and "unknown". ``stable_pct``, ``mean_time_s`` and ``mean_domains`` are
+    means over the verified properties (not misclassified), ``mean_time_unsat_timeout_s`` over
+    those that ended UNSAT, timeout or unknown (the SAT ones are mostly found fast by attack).
+    Means over nothing are None.
+    """
+    props = [ln for ln in lines if "index" in ln]
+    n = len(props)
+    count = {s: 0 for s in ("unsat", "sat", "timeout", "unknown", MISCLASSIFIED)}
+    for p in props:
+        count[p["status"]] = count.get(p["status"], 0) + 1
+    verified = [p for p in props if p["status"] != MISCLASSIFIED]
+    hard = [p for p in verified if p["status"] in ("unsat", "timeout", "unknown")]
+
+    def pct(k: int) -> float:
+        return 100.0 * k / n if n else 0.0
+
+    return {
+        "n": n,
+        "n_verified": len(verified),
+        "unsat_pct": pct(count["unsat"]),
+        "sat_pct": pct(count["sat"]),
+        "timeout_pct": pct(count["timeout"] + count["unknown"]),
+        "misclassified_pct": pct(count[MISCLASSIFIED]),
+        "stable_pct": _mean([p["stable_pct"] for p in verified if p.get("stable_pct") is not None]),
+        "mean_time_s": _mean([p["time_s"] for p in verified]),
+        "mean_time_unsat_timeout_s": _mean([p["time_s"] for p in hard]),
+        "mean_domains": _mean([p["domains"] for p in verified]),
+        "counts": count,
+    }
+
+
+def default_out(model_path: str | os.PathLike, eps: float) -> Path:
+    """``<model stem>.verify.eps<E>.jsonl`` next to the model."""
+    p = Path(model_path)
+    return p.with_name(f"{p.stem}.verify.eps{eps:g}.jsonl")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_results(path: str | os.PathLike) -> tuple[dict | None, list[dict], bool]:
+    """``(header, property lines, truncated)`` of a campaign file (missing file: no lines).
+
+    ``truncated`` is True when the last line was cut short (no newline or not JSON), which
+    is what a kill during a write leaves; it is not among the lines returned. Any other line
+    that is not a JSON object is a damaged file (UserError).
+    """
+    path = Path(path)
+    if not path.exists():
+        return None, [], False
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"Cannot read the results file {path}: {e}.") from e
+    raw = text.split("\n")  # the part after the last newline is "" for a complete file
+    header, lines, truncated = None, [], False
+    for i, s in enumerate(raw):
+        last = i == len(raw) - 1
+        if last and s == "":
+            break
+        try:
+            obj = json.loads(s)
+            ok = isinstance(obj, dict)
+        except json.JSONDecodeError:
+            ok = False
+        if last:  # a complete line always ends with a newline
+            truncated = True
+            break
+        if not ok:
+            if i == len(raw) - 2 and raw[-1] == "":
+                # the kill landed after a partial flush that happened to end in a newline: drop it
+                truncated = True
+                break
+            raise UserError(f"Line {i + 1} of {path} is not a JSON object; the results file is "
+                            "damaged (move it away to start the campaign afresh).")
+        if i == 0 and obj.get("format") == FORMAT:
+            header = obj
+        elif "index" in obj:
+            lines.append(obj)
+        else:
+            raise UserError(f"Line {i + 1} of {path} is neither a campaign header nor a property "
+                            "result; is it a verifriend campaign file?")
+    return header, lines, truncated
+
+
+def _rewrite(path: Path, header: dict | None, lines: list[dict]) -> None:
+    from verifriend.metrics.report import write_text_atomic
+
+    rows = ([header] if header is not None else []) + lines
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _append(f, obj: dict) -> None:
+    f.write(json.dumps(obj) + "\n")
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def check_settings(eps: float, timeout: float, per_class: int) -> None:
+    """Reject settings a campaign cannot run with (UserError, one sentence)."""
+    if not (isinstance(eps, (int, float)) and 0 <= eps <= 1):
+        raise UserError(f"--eps must be in [0, 1] (pixel space), got {eps}.")
+    if not (isinstance(timeout, (int, float)) and timeout > 0 and math.isfinite(timeout)):
+        raise UserError(f"--timeout must be a positive number of seconds, got {timeout}.")
+    if per_class < 1:
+        raise UserError(f"--per-class must be at least 1, got {per_class}.")
+
+
+def _describe(settings: dict) -> str:
+    return ", ".join(f"{k}={settings.get(k)}" for k in SETTING_KEYS if k != "model_sha256")
+
+
+def run_campaign(
+    model_path: str | os.PathLike,
+    *,
+    eps: float,
+    timeout: float,
+    per_class: int = 10,
+    data_dir: str | os.PathLike | None = None,
+    out_jsonl: str | os.PathLike,
+    seed: int = 0,
+    verify: Callable | None = None,
+    progress: bool = True,
+) -> CampaignSummary:
+    """Verify (or finish verifying) the Linf robustness of ``per_class`` test images per class.
+
+    ``verify`` has the signature of :func:`~verifriend.verify.verifier.verify_spec` (the
+    default); it is called once per correctly classified property not yet in ``out_jsonl``.
+    Each decided property is appended to ``out_jsonl`` at once (flushed and fsynced).
+    Raises UserError for bad settings or a file written for other settings.
+    """
+    from verifriend.bounds.crown import crown
+    from verifriend.bounds.graph import Graph
+    from verifriend.bounds.result import stable_mask
+    from verifriend.data import load_dataset, select_per_class
+    from verifriend.models.io import load_model
+    from verifriend.specs.spec import Spec
+
+    check_settings(eps, timeout, per_class)
+    model_path = Path(model_path)
+    out = Path(out_jsonl)
+    verify = verify or verify_spec
+    model, meta = load_model(model_path)
+    settings = {"model": str(model_path.resolve()), "model_sha256": _sha256(model_path),
+                "eps": float(eps), "timeout": float(timeout), "per_class": int(per_class),
+                "seed": int(seed)}
+
+    header, lines, truncated = read_results(out)
+    if header is None and lines:
+        raise UserError(f"{out} has results but no campaign header; it was not written by "
+                        "`verifriend verify` (move it away or choose another --out).")
+    if header is not None:
+        old = {k: header.get(k) for k in SETTING_KEYS}
+        if old != settings:
+            same_but_file = ({k: v for k, v in old.items() if k != "model_sha256"} ==
+                             {k: v for k, v in settings.items() if k != "model_sha256"})
+            what = ("the checkpoint has changed since the campaign began" if same_but_file else
+                    f"it holds results for {_describe(old)}, not {_describe(settings)}")
+            raise UserError(f"{out} was written for other settings: {what} (use another --out "
+                            "or delete the file to start afresh).")
+    data = load_dataset(meta["dataset"], data_dir)
+    idx = select_per_class(data.y_test, per_class, seed=seed).tolist()
+    wanted = set(idx)
+    done: dict[int, dict] = {}
+    for ln in lines:
+        if ln["index"] not in wanted:
+            raise UserError(f"{out} holds test index {ln['index']}, which these settings do not "
+                            "select; it was written for another data set or selection.")
+        done.setdefault(ln["index"], ln)  # a duplicate would only come from a foreign edit
+    if truncated or len(done) != len(lines):
+        _rewrite(out, header, list(done.values()))
+    if header is None:
+        header = {"format": FORMAT, "version": VERSION, **settings, "dataset": meta["dataset"],
+                  "total": len(idx)}
+        _rewrite(out, header, [])
+
+    todo = [i for i in idx if i not in done]
+    input_shape = tuple(meta["input_shape"])
+    graph = Graph.from_module(model, input_shape)
+    num_classes = int(meta["num_classes"])
+    new = 0
+
+    bar = None
+    if progress and todo:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        bar = Progress(TextColumn("verify eps={task.fields[eps]:g}"), BarColumn(),
+                       MofNCompleteColumn(), TextColumn("{task.fields[last]}"),
+                       TimeElapsedColumn(), TimeRemainingColumn(),
+                       console=Console(stderr=True), transient=False)
+    try:
+        if bar is not None:
+            bar.start()
+            task = bar.add_task("verify", total=len(idx), completed=len(done), eps=eps, last="")
+        with open(out, "a") as f:
+            for i in todo:
+                x, label = data.x_test[i], int(data.y_test[i])
+                with torch.no_grad():
+                    pred = int(model(x.unsqueeze(0)).argmax(1))
+                row = {"index": i, "label": label, "predicted": pred}
+                if pred != label:
+                    row.update(status=MISCLASSIFIED, time_s=0.0, domains=0, stage="",
+                               stable_pct=None)
+                else:
+                    spec = Spec.linf_robustness(x.flatten(), label, eps, num_classes, 0.0, 1.0)
+                    lo, hi = spec.input_box(input_shape, dtype=torch.float32)
+                    with torch.no_grad():
+                        mask = stable_mask(crown(graph, lo, hi))[0]
+                    stable = 100.0 * float(mask.double().mean()) if mask.numel() else 100.0
+                    v = verify(graph, [spec], input_shape, timeout=timeout)
+                    row.update(status=v.status, time_s=float(v.time_s), domains=int(v.domains),
+                               stage=v.stage, stable_pct=stable)
+                _append(f, row)
+                done[i] = row
+                new += 1
+                if bar is not None:
+                    bar.update(task, advance=1, last=f"#{i}: {row['status']}")
+    finally:
+        if bar is not None:
+            bar.stop()
+    ordered = [done[i] for i in idx if i in done]
+    return CampaignSummary(
+        model=str(model_path), dataset=meta["dataset"], eps=float(eps), timeout=float(timeout),
+        per_class=per_class, seed=seed, out_jsonl=str(out), total=len(idx),
+        resumed=len(idx) - len(todo), new=new, summary=summarize(ordered),
+    )
