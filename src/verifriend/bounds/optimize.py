@@ -381,7 +381,7 @@ def optimize_bounds(
     lr_beta: float | None = None,
     lr_decay: float = 0.98,
     patience: int = 10,
-    tol: float = 1e-4,
+    tol: float = 0.0,
     bound_upper: bool = False,
     intermediate: bool = False,
     max_elements: int = DEFAULT_MAX_ELEMENTS,
@@ -486,8 +486,8 @@ def alpha_crown(
     ``C`` is (D, m, n_out), (m, n_out) shared, or None (identity). The lower slope of
     every ReLU neuron is optimized per domain and spec row for ``iterations`` Adam
     steps (learning rate ``lr``), starting from CROWN's slopes, with early stopping
-    after ``patience`` (10, auto_LiRPA's default) steps without relative improvement
-    ``tol``; each row reports its best iterate (the state keeps the best domain
+    after ``patience`` (10, auto_LiRPA's default) steps whose total improves by no
+    more than ``tol`` relative (default 0: any improvement continues, as auto_LiRPA); each row reports its best iterate (the state keeps the best domain
     iterate with intermediate alphas). ``intermediate=True`` (the
     default) also optimizes the bounds of unstable intermediate neurons, each with
     its own alphas (see the module docstring); False is faster and looser. Lower
