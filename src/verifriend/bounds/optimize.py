@@ -138,22 +138,6 @@ class _Problem:
     inner_rows: dict[int, IntermediateRows]
 
 
-def _clamp_splits(graph: Graph, splits: Splits):
-    """The ``tighten`` hook of ``crown_intervals`` that enforces the splits."""
-    by_input: dict[int, list[Tensor]] = {}
-    for r, s in splits.signs.items():
-        by_input.setdefault(graph.nodes[r].inputs[0], []).append(s)
-
-    def tighten(j: int, bounds: Interval) -> Interval:
-        lo, up = bounds
-        for s in by_input.get(j, ()):
-            lo = torch.where(s > 0, lo.clamp(min=0), lo)
-            up = torch.where(s < 0, up.clamp(max=0), up)
-        return lo, up
-
-    return tighten
-
-
 def _empty_domains(intervals: list[Interval]) -> Tensor:
     """(D,) True where some node's bounds cross: the domain contains no input.
 
@@ -211,7 +195,7 @@ def _prepare(
     D = x_lower.shape[0]
     if splits is not None:
         splits.check(graph, D)
-    tighten = _clamp_splits(graph, splits) if splits is not None else None
+    tighten = splits.clamp_hook(graph) if splits is not None else None
     with torch.no_grad():
         base = interval_pass(graph, x_lower, x_upper)
         if known is None:

@@ -80,6 +80,22 @@ class Splits:
         pos = self.with_split(rows, node, neuron, 1)
         return cat([neg, pos]), torch.cat([rows, rows])
 
+    def clamp_hook(self, graph: Graph):
+        """The ``tighten(j, bounds)`` hook of ``crown_intervals`` that enforces the splits:
+        ``z >= 0`` raises the lower bound of the ReLU input to 0, ``z <= 0`` lowers the upper."""
+        by_input: dict[int, list[Tensor]] = {}
+        for r, s in self.signs.items():
+            by_input.setdefault(graph.nodes[r].inputs[0], []).append(s)
+
+        def tighten(j: int, bounds: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+            lo, up = bounds
+            for s in by_input.get(j, ()):
+                lo = torch.where(s > 0, lo.clamp(min=0), lo)
+                up = torch.where(s < 0, up.clamp(max=0), up)
+            return lo, up
+
+        return tighten
+
     def count(self) -> Tensor:
         """(D,) number of split neurons per domain."""
         return sum(s.flatten(1).ne(0).sum(1) for s in self.signs.values())

@@ -51,7 +51,6 @@ from verifriend.bounds.graph import (
     ReLUNode,
 )
 from verifriend.bounds.ibp import check_box, check_problem
-from verifriend.bounds.optimize import _clamp_splits
 from verifriend.bounds.splits import Splits
 from verifriend.errors import UnsupportedLayerError, UserError
 
@@ -493,7 +492,7 @@ def milp_bounds(
         splits.check(graph, D)
     g = graph.to(device="cpu", dtype=torch.float64)
     lo, hi = x_lower.detach().cpu().double(), x_upper.detach().cpu().double()
-    tighten = _clamp_splits(g, splits) if splits is not None else None
+    tighten = splits.clamp_hook(g) if splits is not None else None
     with torch.no_grad():
         intervals = crown_intervals(g, lo, hi, tighten=tighten)
     C = C.detach().cpu().double()

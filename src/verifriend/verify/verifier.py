@@ -26,7 +26,7 @@ from verifriend.bounds.confirm import confirm_bound
 from verifriend.bounds.crown import crown, crown_intervals
 from verifriend.bounds.graph import Graph
 from verifriend.bounds.ibp import ibp
-from verifriend.bounds.optimize import _clamp_splits, alpha_crown
+from verifriend.bounds.optimize import alpha_crown
 from verifriend.specs.spec import Spec
 from verifriend.verify.bab import BabConfig, clause_margin, relu_bab
 from verifriend.verify.input_split import input_bab
@@ -66,7 +66,7 @@ def _exact_leaf(gs: Graph, spec: Spec, lo: Tensor, hi: Tensor, clause: Tensor, c
 
     def decide(splits):
         with torch.no_grad():
-            ivs = crown_intervals(g64, lo64, hi64, tighten=_clamp_splits(g64, splits))
+            ivs = crown_intervals(g64, lo64, hi64, tighten=splits.clamp_hook(g64))
         model = encode(g64, lo64, hi64, ivs, splits, relax=True)
         m = gs.num_outputs
         mins = torch.empty(m, dtype=F64)
