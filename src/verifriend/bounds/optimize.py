@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from verifriend.bounds.adam import Adam
 from verifriend.bounds.crown import (
     DEFAULT_MAX_ELEMENTS,
     crown_intervals,
@@ -385,13 +386,10 @@ def optimize_bounds(
     params = [*alphas.values(), *betas.values(), *inner_params]
     for t in params:
         t.requires_grad_(True)
-    groups = [{"params": [*alphas.values(), *inner_params], "lr": lr}]
+    groups = [([*alphas.values(), *inner_params], lr)]
     if betas:
-        groups.append({"params": list(betas.values()), "lr": lr if lr_beta is None else lr_beta})
-    # fused: one kernel for all parameters instead of a Python loop over tensors
-    fused = x_lower.device.type in ("cpu", "cuda")
-    opt = torch.optim.Adam(groups, fused=fused) if params and iterations else None
-    sched = torch.optim.lr_scheduler.ExponentialLR(opt, lr_decay) if opt is not None else None
+        groups.append((list(betas.values()), lr if lr_beta is None else lr_beta))
+    opt = Adam(groups, decay=lr_decay) if params and iterations else None
     feasible = (~p.infeasible).to(x_lower.dtype).unsqueeze(1)
 
     def snapshot():
@@ -439,10 +437,9 @@ def optimize_bounds(
             break
         # infeasible domains may hold meaningless values: keep them out of the gradient
         loss = -torch.nan_to_num(lb * feasible, posinf=0.0, neginf=0.0).sum()
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         loss.backward()
         opt.step()
-        sched.step()
         with torch.no_grad():  # projection: every iterate stays sound
             for a in (*alphas.values(), *inner_params):
                 a.clamp_(0.0, 1.0)

@@ -116,12 +116,46 @@ class MilpModel:
                 f"objective of {cost.size} entries does not match the "
                 f"{self.num_outputs} outputs of the network."
             )
-        if time_limit is not None and not time_limit > 0:
-            raise UserError("time_limit must be positive (seconds) or None.")
+        if self.highs is None:
+            return MilpResult("infeasible", math.inf, None, math.inf, 0.0)
+        self.highs.changeColsCost(self.num_outputs, self.output_cols, cost)
+        return self._solve(time_limit)
+
+    def minimize_max(
+        self, C: Tensor | np.ndarray, d: Tensor | np.ndarray, time_limit: float | None = None
+    ) -> MilpResult:
+        """Minimize ``max_r (C f(x) + d)_r`` over the domain (``C`` (k, n_out), ``d`` (k,)).
+
+        The value is <= 0 iff some input satisfies every row ``C_r f(x) + d_r <= 0`` at once:
+        the exact test of an AND-clause of a spec (one row: plain :meth:`minimize`).
+        """
+        C = np.asarray(torch.as_tensor(C).detach().cpu().double()).reshape(-1, self.num_outputs)
+        d = np.asarray(torch.as_tensor(d).detach().cpu().double()).reshape(-1)
+        if C.shape[0] != d.size or C.shape[0] == 0:
+            raise UserError(f"minimize_max needs k >= 1 rows and k offsets, got {C.shape[0]}/{d.size}.")
         if self.highs is None:
             return MilpResult("infeasible", math.inf, None, math.inf, 0.0)
         h = self.highs
-        h.changeColsCost(self.num_outputs, self.output_cols, cost)
+        k = C.shape[0]
+        h.changeColsCost(self.num_outputs, self.output_cols, np.zeros(self.num_outputs))
+        t = h.getNumCol()
+        h.addCol(1.0, -_INF, _INF, 0, np.zeros(0, np.int32), np.zeros(0))
+        first_row = h.getNumRow()
+        # rows C_r y - t <= -d_r
+        idx = np.concatenate([np.append(self.output_cols, t)] * k).astype(np.int32)
+        val = np.concatenate([np.append(C[r], -1.0) for r in range(k)])
+        starts = (np.arange(k) * (self.num_outputs + 1)).astype(np.int32)
+        h.addRows(k, np.full(k, -_INF), -d, idx.size, starts, idx, val)
+        try:
+            return self._solve(time_limit)
+        finally:
+            h.deleteRows(k, np.arange(first_row, first_row + k, dtype=np.int32))
+            h.deleteCols(1, np.array([t], dtype=np.int32))
+
+    def _solve(self, time_limit: float | None) -> MilpResult:
+        if time_limit is not None and not time_limit > 0:
+            raise UserError("time_limit must be positive (seconds) or None.")
+        h = self.highs
         h.setOptionValue("time_limit", math.inf if time_limit is None else float(time_limit))
         start = time.perf_counter()
         h.run()
@@ -503,3 +537,37 @@ def milp_bounds(
             res = model.minimize(C[d if C.shape[0] > 1 else 0, i], time_limit)
             out[d, i] = res.value if res.status == "optimal" else res.bound
     return out.to(x_lower.device)
+
+
+def milp_clause_minima(
+    graph: Graph,
+    x_lower: Tensor,
+    x_upper: Tensor,
+    C: Tensor,
+    d: Tensor,
+    clause: Tensor,
+    *,
+    time_limit: float | None = None,
+) -> Tensor:
+    """(n_clauses,) float64: for each clause j, the exact ``min_x max_{r in j} (C f(x) + d)_r``
+    over the box (a batch of one), by MILP.
+
+    A clause (an AND of its rows ``(C f(x) + d)_r <= 0``) is reachable iff its entry is
+    <= 0, so a spec is proved iff every entry is > 0. Rows as from ``Spec.to_spec_matrix``.
+    A solve that runs out of time reports HiGHS's dual bound (a valid lower bound).
+    """
+    g = graph.to(device="cpu", dtype=torch.float64)
+    lo, hi = x_lower.detach().cpu().double(), x_upper.detach().cpu().double()
+    check_problem(g, lo, hi, None)
+    if lo.shape[0] != 1:
+        raise UserError("milp_clause_minima takes one box (a batch of one).")
+    with torch.no_grad():
+        intervals = crown_intervals(g, lo, hi)
+    model = encode(g, lo, hi, intervals, None, relax=False)
+    n = int(clause.max()) + 1 if clause.numel() else 0
+    out = torch.empty(n, dtype=torch.float64)
+    for j in range(n):
+        rows = clause == j
+        res = model.minimize_max(C[rows], d[rows], time_limit)
+        out[j] = res.value if res.status in ("optimal", "infeasible") else res.bound
+    return out
