@@ -40,16 +40,28 @@ def oracle(graph: Graph, spec: Spec) -> str:
 
 
 def random_clauses(net, x, n_out, rng, n_clauses, rows):
-    """An OR of AND-clauses ``A y >= b`` whose thresholds lie near the output at ``x``, so
-    that both answers occur."""
+    """An OR of AND-clauses ``A y >= b`` with random directions (thresholds set later)."""
+    return [(torch.randn(rows, n_out, generator=rng, dtype=F64), torch.zeros(rows, dtype=F64))
+            for _ in range(n_clauses)]
+
+
+def near_tie(graph, spec, rng) -> Spec:
+    """``spec`` with each clause's thresholds shifted so that its exact margin is a random
+    +-(0.2% .. 20%) of the output range: the incomplete stage rarely decides these, so
+    branch and bound (and a careful attack) must; a quarter of the clauses are reachable."""
+    minima = clause_minima(graph, spec)
+    lo, hi = spec.input_box(graph.input_shape)
     with torch.no_grad():
-        y = net(x.unsqueeze(0))[0].double()
+        ys = graph.to(dtype=F64)(lo + (hi - lo) * torch.rand(64, *lo.shape[1:], generator=rng,
+                                                             dtype=F64))
+    scale = float(ys.abs().max()) + 1e-3
     clauses = []
-    for _ in range(n_clauses):
-        A = torch.randn(rows, n_out, generator=rng, dtype=F64)
-        b = A @ y + (torch.rand(rows, generator=rng, dtype=F64) - 0.3) * 2
-        clauses.append((A, b))
-    return clauses
+    for j, (A, b) in enumerate(spec.clauses):
+        size = scale * 10 ** (-2.7 + 2 * float(torch.rand(1, generator=rng)))
+        target = -size if float(torch.rand(1, generator=rng)) < 0.25 else size
+        # rows read C y + d = -A y + b: raising b by t raises the clause's min-max by t
+        clauses.append((A, b + (target - float(minima[j]))))
+    return Spec(spec.lower, spec.upper, clauses, spec.n_outputs)
 
 
 N_RANDOM_NETWORKS = 500
@@ -81,6 +93,7 @@ def _verdict_matches_milp(seed, n_in, hidden, n_out, eps, kind, n_clauses, rows,
         x64 = x.double()
         spec = Spec(x64 - eps, x64 + eps, random_clauses(net, x, n_out, rng, n_clauses, rows),
                     n_out)
+        spec = near_tie(graph, spec, rng)
     minima = clause_minima(graph, spec)
     truth = "unsat" if bool((minima > 0).all()) else "sat"
     # a property decided by a hair (|margin| < 1e-5) may stay undecided in float
@@ -90,8 +103,14 @@ def _verdict_matches_milp(seed, n_in, hidden, n_out, eps, kind, n_clauses, rows,
                          bab=BabConfig(batch=8, iterations=5))
     v = verify_spec(graph, [spec], (n_in,), timeout=30, config=cfg)
     if v.status in ("timeout", "unknown"):
-        # ReLU splitting is complete (exact LP leaves); input splitting is, but for ties
-        assert tie, (v, minima)
+        # One-row clauses are decided (ReLU splitting ends in exact leaves; input splitting
+        # too, but for ties). A clause of several rows is excluded from a domain only when
+        # one row is, so near a tie where the box's image passes beside the clause's
+        # corner only the exact leaves decide, and they can come too late: such a timeout
+        # is allowed (and counted), a wrong answer never.
+        multi = any(len(b) > 1 for _, b in spec.clauses)
+        assert tie or (multi and bool((minima.abs() < 0.05 * minima.abs().max()).any())), \
+            (v, minima)
     else:
         assert v.status == truth, (v, minima)
     if v.status == "sat":
@@ -113,6 +132,8 @@ def test_no_wrong_verdict_on_500_random_networks():
     assert sum(n for (s, _), n in counts.items() if s == "sat") > 50, counts
     assert sum(n for (s, _), n in counts.items() if s == "unsat") > 50, counts
     assert counts[("unsat", "bab")] > 10, counts
+    undecided = sum(n for (s, _), n in counts.items() if s in ("timeout", "unknown"))
+    assert undecided <= N_RANDOM_NETWORKS // 50, counts  # rare: near-ties of AND-clauses
 
 
 def test_outward_box_contains_the_float64_box():
@@ -156,20 +177,23 @@ def test_branch_and_bound_alone_matches_milp(seed, n_in, hidden, branching, spli
     def check(xs):
         return check_points(g64, spec, xs)
 
-    deadline = __import__("time").monotonic() + 60
+    cfg = VerifierConfig(bab=BabConfig(batch=4, iterations=3, branching=branching))
+    leaf = _exact_leaf(gs, spec, lo, hi, clause, cfg, check)
+
+    deadline = __import__("time").monotonic() + 30
     if splitter == "input":
-        # input splitting has no exact leaf: a property whose margin is ~0 (a tie in the
-        # MILP) can run out of time; it must never answer wrongly
-        deadline = __import__("time").monotonic() + 10
-        out = input_bab(gs, lo, hi, clause, deadline=deadline, check=check, batch=16)
-        if out.status == "timeout":
-            return
+        out = input_bab(gs, lo, hi, clause, deadline=deadline, check=check, batch=16,
+                        exact_leaf=lambda blo, bhi: leaf(None, (blo, bhi)))
     else:
         a, state = alpha_crown(gs, lo, hi, None, iterations=0, intermediate=False)
-        cfg = VerifierConfig(bab=BabConfig(batch=4, iterations=3, branching=branching))
         out = relu_bab(gs, lo, hi, clause, a.lower, crown(gs, lo, hi).intervals, state,
-                       deadline=deadline, config=cfg.bab,
-                       exact_leaf=_exact_leaf(gs, spec, lo, hi, clause, cfg, check))
+                       deadline=deadline, config=cfg.bab, exact_leaf=leaf)
+    if out.status == "timeout":
+        # without the attack stage, a counterexample in a sliver of the box (a near-tie)
+        # is found only at exact leaves, which can take longer than the budget; a
+        # property with a clear answer must be decided
+        assert bool((clause_minima(graph, spec).abs() < 1e-3).any()), out
+        return
     assert out.status in ("sat", "unsat")
     assert out.status == truth
     if out.status == "sat":

@@ -50,6 +50,8 @@ def demo(
     train_eps: Annotated[float, typer.Option(help="NBC training radius (pixel space).")] = 0.1,
     eps: Annotated[float, typer.Option(help="Evaluation radius (pixel space).")] = 0.05,
     per_class: Annotated[int, typer.Option(min=1, help="Test properties per class.")] = 10,
+    verify_timeout: Annotated[float, typer.Option(
+        min=0, help="Seconds per property for the complete verifier (0 skips it).")] = 5.0,
     dataset: Annotated[str, typer.Option(help="Data set name.")] = "mnist-embedded",
     data_dir: DataDir = None,
     seed: int = 0,
@@ -58,7 +60,8 @@ def demo(
     from verifriend.demo import DemoConfig, run_demo
 
     run_demo(DemoConfig(dataset=dataset, data_dir=data_dir, epochs=epochs, train_eps=train_eps,
-                        eval_eps=eps, per_class=per_class, seed=seed, out=str(out)), console)
+                        eval_eps=eps, per_class=per_class, verify_timeout=verify_timeout,
+                        seed=seed, out=str(out)), console)
 
 
 @app.command(epilog="Example: verifriend train --method nbc --arch cnn_4layer --epochs 5 --eps 0.1 --out runs/nbc")

@@ -17,6 +17,11 @@ DEMO_METRICS: list[tuple[str, str]] = [
     ("proved_ibp_pct", "Proved IBP %"),
     ("proved_crown_pct", "Proved CROWN %"),
     ("proved_pct", "Proved %"),
+    ("unsat_pct", "UNSAT %"),
+    ("sat_pct", "SAT %"),
+    ("timeout_pct", "Timeout %"),
+    ("verify_time_s", "Verify time s"),
+    ("verify_time_unsat_timeout_s", "Time over UNSAT+timeout s"),
     ("train_time_s", "Train time s"),
 ]
 
@@ -46,6 +51,8 @@ def write_json_atomic(path: str | os.PathLike, data: dict) -> None:
 
 
 def _fmt(v) -> str:
+    if v is None:
+        return "-"
     return f"{v:.1f}" if isinstance(v, float) else str(v)
 
 

@@ -41,6 +41,7 @@ class BabConfig:
     branching: str = "babsr"
     fsb_candidates: int = 3
     max_domains: int = 2_000_000
+    exact_unstable: int = 8  # domains with at most this many unstable ReLUs: exact MILP
 
     def check(self) -> None:
         if self.branching not in BRANCHING:
@@ -160,7 +161,8 @@ def relu_bab(
     pool: _Pool | None = _Pool(
         splits, root_lower, root_intervals, _full_betas(graph, root_state, 1)
     )
-    domains = leaves = 0
+    domains = leaves = undecided = 0
+    leaf_clock = {"start": time.monotonic(), "s": 0.0}
     batch = config.batch
     while pool is not None and len(pool):
         if time.monotonic() > deadline:
@@ -171,8 +173,8 @@ def relu_bab(
         take, rest = order[:batch], order[batch:]
         cur, pool = pool.take(take), (pool.take(rest) if rest.numel() else None)
         try:
-            kids, kid_pool, n_exact = _step(graph, x_lower, x_upper, cur, margin, config,
-                                             exact_leaf, root64)
+            kids, kid_pool, n_exact, n_open = _step(graph, x_lower, x_upper, cur, margin,
+                                                     config, exact_leaf, root64, leaf_clock)
         except torch.OutOfMemoryError:
             if batch == 1:
                 raise
@@ -180,7 +182,8 @@ def relu_bab(
             pool = _cat_pools(pool, cur)
             continue
         domains += kids
-        if isinstance(kid_pool, BabOutcome):  # an exact leaf found a counterexample / gave up
+        undecided += n_open
+        if isinstance(kid_pool, BabOutcome):  # an exact leaf found a counterexample
             kid_pool.domains, kid_pool.leaves = domains, leaves
             return kid_pool
         leaves += n_exact
@@ -191,31 +194,57 @@ def relu_bab(
         if on_progress is not None:
             worst = float(margin(pool.lower).min()) if pool is not None and len(pool) else 0.0
             on_progress(domains, 0 if pool is None else len(pool), worst)
-    return BabOutcome("unsat", domains, leaves)
+    # a leaf the LP could not decide (a near-tie) leaves the answer open
+    return BabOutcome("unknown" if undecided else "unsat", domains, leaves)
+
+
+def unstable_count(graph: Graph, intervals: list[Interval]) -> Tensor:
+    """(D,) the number of unstable ReLUs (pre-activation bounds straddling 0) per domain."""
+    n = torch.zeros(intervals[0][0].shape[0], dtype=torch.long)
+    for r in graph.relu_nodes():
+        lo, up = intervals[graph.nodes[r].inputs[0]]
+        n += ((lo < 0) & (up > 0)).flatten(1).sum(1).cpu()
+    return n
+
+
+LEAF_SHARE = 0.25  # of the time, at most, in exact leaves chosen before full splitting
 
 
 def _step(graph, x_lower, x_upper, cur: _Pool, margin, config: BabConfig, exact_leaf,
-          root_intervals64):
-    """Split and bound one batch: returns (children bounded, result, exact leaves)."""
+          root_intervals64, leaf_clock=None):
+    """Split and bound one batch: returns (children bounded, result, exact leaves decided,
+    exact leaves left undecided)."""
     D = len(cur)
     rows = (cur.lower <= 0).to(cur.lower.dtype)
     lo1, hi1 = x_lower.expand(D, *x_lower.shape[1:]), x_upper.expand(D, *x_upper.shape[1:])
     nodes, neurons, ok = choose(graph, lo1, hi1, cur.intervals, rows, cur.splits, margin,
                                 method=config.branching, candidates=config.fsb_candidates)
-    n_exact = 0
+    n_exact = n_open = 0
+    if exact_leaf is not None and leaf_clock is not None:
+        # a domain with only a few unstable neurons left is decided by a small MILP (a
+        # binary each) rather than split on: near a tie that saves a whole subtree.
+        # At most LEAF_SHARE of the time goes there, so that cheap proofs go on.
+        now = time.monotonic()
+        if leaf_clock["s"] <= LEAF_SHARE * (now - leaf_clock["start"]):
+            few = unstable_count(graph, cur.intervals) <= config.exact_unstable
+            ok = ok & ~few
     if not bool(ok.all()):
         # no unstable neuron left to split: the relaxation is exact up to the
         # optimizer, so an LP over the domain's region decides it
         for i in (~ok).nonzero().squeeze(1).tolist():
+            t0 = time.monotonic()
             verdict, x = exact_leaf(cur.splits.select(torch.tensor([i])))
+            if leaf_clock is not None:
+                leaf_clock["s"] += time.monotonic() - t0
             if verdict == "sat":
-                return 0, BabOutcome("sat", 0, 0, x), 0
-            if verdict != "unsat":
-                return 0, BabOutcome("unknown", 0, 0), 0
-            n_exact += 1
+                return 0, BabOutcome("sat", 0, 0, x), 0, 0
+            if verdict == "unsat":
+                n_exact += 1
+            else:
+                n_open += 1
         keep = ok.nonzero().squeeze(1)
         if keep.numel() == 0:
-            return 0, (0, None), n_exact
+            return 0, (0, None), n_exact, n_open
         cur, nodes, neurons = cur.take(keep), nodes[keep], neurons[keep]
         D = len(cur)
     kids, parent = branch(cur.splits, torch.arange(D), nodes, neurons)
@@ -242,11 +271,11 @@ def _step(graph, x_lower, x_upper, cur: _Pool, margin, config: BabConfig, exact_
     open_ = (~proved).nonzero().squeeze(1)
     n_proved = int(proved.sum())
     if open_.numel() == 0:
-        return 2 * D, (n_proved, None), n_exact
+        return 2 * D, (n_proved, None), n_exact, n_open
     kid_pool = _Pool(
         kids.select(open_),
         b.lower[open_],
         [(lo[open_], up[open_]) for lo, up in b.intervals],
         state.select(open_),
     )
-    return 2 * D, (n_proved, kid_pool), n_exact
+    return 2 * D, (n_proved, kid_pool), n_exact, n_open

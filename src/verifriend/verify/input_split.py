@@ -2,13 +2,19 @@
 
 With few input dimensions, halving the box shrinks every intermediate bound, so
 splitting inputs beats splitting ReLUs. Open boxes wait in a pool; each round
-bounds the batch of boxes with the worst margins by CROWN (worst first, so that
-the search reaches an unsafe corner early and proofs are not held up by it). A box
-that looks proved is confirmed by recomputing CROWN in float64. For every open box
-the centre and the corner that minimizes the worst row's linear lower bound are
-tried as counterexamples. Each open box is split in half along the dimension whose
-width times the magnitude of the open rows' input coefficients is largest (the
-dimension that moves the bound most).
+splits the batch of boxes with the worst margins (worst first, so that the search
+reaches an unsafe corner early) and bounds the halves by CROWN. A box that looks
+proved is confirmed by recomputing CROWN in float64. For every open box the centre
+and the corner that minimizes its target row's linear lower bound are tried as
+counterexamples.
+
+Split choice: the dimension with the largest width times |input coefficient of the
+open clauses' best rows| (the dimension that moves the linear bound most). That
+rule can starve a dimension the linear bound looks flat in while its width keeps
+ReLUs unstable (seen on ACAS Xu: one dimension left at half its range while the
+others were split to 1e-5), so when the box's widest dimension (relative to the
+root box) is more than ``LAG`` times wider, both splits are bounded and the one
+whose worse half is better is kept.
 """
 
 from __future__ import annotations
@@ -42,6 +48,59 @@ def _input_coefficients(graph: Graph, A: Tensor, intervals) -> Tensor:
     return torch.stack(coefs, 1)
 
 
+def _target_rows(lower: Tensor, clause: Tensor, n_clauses: int) -> tuple[Tensor, Tensor]:
+    """One-hot (D, m) of the best row of the worst clause, and the (D, m) indicator of
+    the best row of every clause not yet excluded."""
+    D, m = lower.shape
+    ar = torch.arange(D)
+    best_row = torch.empty(D, n_clauses, dtype=torch.long)
+    best_val = torch.empty(D, n_clauses, dtype=lower.dtype)
+    for j in range(n_clauses):
+        idx = (clause == j).nonzero().squeeze(1)
+        val, k = lower[:, idx].max(1)
+        best_row[:, j], best_val[:, j] = idx[k], val
+    worst = torch.zeros(D, m, dtype=torch.bool)
+    worst[ar, best_row[ar, best_val.argmin(1)]] = True
+    open_best = torch.zeros(D, m, dtype=torch.bool)
+    for j in range(n_clauses):
+        open_best[ar, best_row[:, j]] |= best_val[:, j] <= 0
+    return worst, open_best
+
+
+def _children(lo: Tensor, hi: Tensor, dims: Tensor) -> tuple[Tensor, Tensor]:
+    """Both halves of every box along ``dims``: (2D, ...) lows and highs, lower halves first."""
+    flo, fhi = lo.flatten(1), hi.flatten(1)
+    ar = torch.arange(lo.shape[0])
+    mid = ((flo + fhi) / 2)[ar, dims]
+    hi_left, lo_right = fhi.clone(), flo.clone()
+    hi_left[ar, dims] = mid
+    lo_right[ar, dims] = mid
+    return torch.cat([lo, lo_right.view_as(lo)]), torch.cat([hi_left.view_as(hi), hi])
+
+
+class _Boxes:
+    """Open boxes, each with its margin and the split its bound suggests."""
+
+    def __init__(self, lo: Tensor, hi: Tensor, margin: Tensor, dim: Tensor):
+        self.lo, self.hi, self.margin, self.dim = lo, hi, margin, dim
+
+    def __len__(self) -> int:
+        return self.lo.shape[0]
+
+    def add(self, other: _Boxes) -> None:
+        self.lo, self.hi = torch.cat([self.lo, other.lo]), torch.cat([self.hi, other.hi])
+        self.margin = torch.cat([self.margin, other.margin])
+        self.dim = torch.cat([self.dim, other.dim])
+
+    def pop_worst(self, k: int) -> _Boxes:
+        take = torch.zeros(len(self), dtype=torch.bool)
+        take[self.margin.topk(min(k, len(self)), largest=False).indices] = True
+        out = _Boxes(self.lo[take], self.hi[take], self.margin[take], self.dim[take])
+        self.lo, self.hi = self.lo[~take], self.hi[~take]
+        self.margin, self.dim = self.margin[~take], self.dim[~take]
+        return out
+
+
 def input_bab(
     graph: Graph,
     x_lower: Tensor,
@@ -52,30 +111,35 @@ def input_bab(
     check,
     batch: int = 1024,
     max_domains: int = 50_000_000,
+    exact_leaf=None,
 ) -> BabOutcome:
     """Split the input box until every piece is proved (CROWN, confirmed in float64),
-    a counterexample is found (``check(xs) -> (x, y) | None``), or time runs out."""
+    a counterexample is found (``check(xs) -> (x, y) | None``), or time runs out.
+
+    ``exact_leaf(lo, hi) -> ("unsat" | "sat" | "unknown", x)`` decides a box (batch of
+    one) in which at most ``EXACT_UNSTABLE`` neurons are unstable (an LP, or a MILP with
+    that many binaries), within ``LEAF_SHARE`` of the time; other boxes are split.
+    """
     n_clauses = int(clause.max()) + 1
     g64 = graph.to(dtype=F64)
-    pool_lo, pool_hi = x_lower, x_upper
-    pool_prio = torch.full((x_lower.shape[0],), float("-inf"), dtype=x_lower.dtype)
-    domains = leaves = 0
-    while pool_lo.shape[0]:
-        if time.monotonic() > deadline:
-            return BabOutcome("timeout", domains, leaves)
-        if domains >= max_domains:
-            return BabOutcome("unknown", domains, leaves)
-        if pool_lo.shape[0] > batch:
-            take = torch.zeros(pool_lo.shape[0], dtype=torch.bool)
-            take[pool_prio.topk(batch, largest=False).indices] = True
-            lo, hi = pool_lo[take], pool_hi[take]
-            pool_lo, pool_hi, pool_prio = pool_lo[~take], pool_hi[~take], pool_prio[~take]
-        else:
-            lo, hi = pool_lo, pool_hi
-            pool_lo, pool_hi, pool_prio = lo[:0], hi[:0], pool_prio[:0]
+    root_width = (x_upper - x_lower).flatten(1).amax(0).clamp(min=1e-30)
+    counts = {"domains": 0, "leaves": 0, "undecided": 0, "leaf_s": 0.0}
+    start = time.monotonic()
+    relu_inputs = [graph.nodes[r].inputs[0] for r in graph.relu_nodes()]
+
+    def nearly_linear(intervals) -> Tensor:
+        """(D,) whether at most ``EXACT_UNSTABLE`` ReLUs are unstable in the box."""
+        unstable = torch.zeros(intervals[0][0].shape[0], dtype=torch.long)
+        for j in relu_inputs:
+            lo_, up_ = intervals[j]
+            unstable += ((lo_ < 0) & (up_ > 0)).flatten(1).sum(1)
+        return unstable <= EXACT_UNSTABLE
+
+    def bound(lo: Tensor, hi: Tensor) -> tuple[Tensor, _Boxes, tuple | None]:
+        """Bound boxes: (proved mask, the open ones with their suggested split, a hit)."""
         with torch.no_grad():
             b = crown(graph, lo, hi)
-        domains += lo.shape[0]
+        counts["domains"] += lo.shape[0]
         margin = clause_margin(b.lower, clause, n_clauses)
         proved = margin > 0
         if bool(proved.any()):
@@ -83,29 +147,88 @@ def input_bab(
             with torch.no_grad():
                 b64 = crown(g64, lo[idx].to(F64), hi[idx].to(F64))
             proved[idx] = clause_margin(b64.lower, clause, n_clauses) > 0
-        leaves += int(proved.sum())
+        if exact_leaf is not None:
+            # (nearly) linear regions are decided by an LP (a MILP with a binary per
+            # unstable ReLU) instead of being split forever near a tie
+            # (at most a quarter of the time, so that splitting goes on where CROWN
+            # would prove the box cheaply)
+            lin = ~proved & nearly_linear(b.intervals)
+            for i in lin.nonzero().squeeze(1).tolist():
+                now = time.monotonic()
+                if now > deadline or counts["leaf_s"] > LEAF_SHARE * (now - start):
+                    break
+                verdict, x = exact_leaf(lo[i:i + 1], hi[i:i + 1])
+                counts["leaf_s"] += time.monotonic() - now
+                if verdict == "sat":
+                    return proved, _Boxes(lo[:0], hi[:0], margin[:0], margin[:0].long()), x
+                proved[i] = True  # decided: unsat, or left open as a near-tie
+                counts["undecided"] += verdict != "unsat"
         keep = (~proved).nonzero().squeeze(1)
+        lo, hi, lower = lo[keep], hi[keep], b.lower[keep]
         if keep.numel() == 0:
-            continue
-        lo, hi, lower, margin = lo[keep], hi[keep], b.lower[keep], margin[keep]
-        intervals = [(l[keep], u[keep]) for l, u in b.intervals]
-        # two coefficient rows per box: the worst row (its minimizing corner is the
-        # candidate counterexample) and the sum of the open rows (it picks the split)
-        worst = torch.nn.functional.one_hot(lower.argmin(1), lower.shape[1]).to(lo.dtype)
-        A = torch.stack([worst, (lower <= 0).to(lo.dtype)], 1)
+            return proved, _Boxes(lo, hi, margin[keep], keep), None
+        intervals = [(lo_[keep], up_[keep]) for lo_, up_ in b.intervals]
+        # two coefficient rows per box: the best row of the worst clause (its minimizing
+        # corner is the candidate counterexample) and the sum of the best rows of the
+        # open clauses (it picks the split): one row > 0 excludes a clause
+        A = torch.stack(_target_rows(lower, clause, n_clauses), 1).to(lo.dtype)
         coef = _input_coefficients(graph, A, intervals)
         flo, fhi = lo.flatten(1), hi.flatten(1)
         corner = torch.where(coef[:, 0] > 0, flo, fhi)
         hit = check(torch.cat([(flo + fhi) / 2, corner]).to(F64))
+        dim = (coef[:, 1].abs() * (fhi - flo)).argmax(1)
+        return proved, _Boxes(lo, hi, margin[keep], dim), hit
+
+    def outcome(status, x=None):
+        return BabOutcome(status, counts["domains"], counts["leaves"], x)
+
+    proved, pool, hit = bound(x_lower, x_upper)
+    counts["leaves"] += int(proved.sum())
+    if hit is not None:
+        return outcome("sat", hit)
+    while len(pool):
+        if time.monotonic() > deadline:
+            return outcome("timeout")
+        if counts["domains"] >= max_domains:
+            return outcome("unknown")
+        # each box gets the split its bound suggests and, when that dimension lags far
+        # behind the box's widest one (relative to the root box), the widest one too:
+        # a dimension can look flat to the linear bound and still keep ReLUs unstable.
+        # Both are bounded; the one whose worse child is better is kept.
+        par = pool.pop_worst(batch)
+        n = len(par)
+        rel = (par.hi - par.lo).flatten(1) / root_width
+        widest = rel.argmax(1)
+        alt = (widest != par.dim) & (rel.gather(1, widest[:, None]) > LAG
+                                      * rel.gather(1, par.dim[:, None])).squeeze(1)
+        lo, hi = _children(par.lo, par.hi, par.dim)
+        ia = alt.nonzero().squeeze(1)
+        if ia.numel():
+            lo2, hi2 = _children(par.lo[ia], par.hi[ia], widest[ia])
+            lo, hi = torch.cat([lo, lo2]), torch.cat([hi, hi2])
+        proved, kids, hit = bound(lo, hi)
         if hit is not None:
-            return BabOutcome("sat", domains, leaves, hit)
-        dims = (coef[:, 1].abs() * (fhi - flo)).argmax(1)
-        ar = torch.arange(lo.shape[0])
-        mid = ((flo + fhi) / 2)[ar, dims]
-        hi_left, lo_right = fhi.clone(), flo.clone()
-        hi_left[ar, dims] = mid
-        lo_right[ar, dims] = mid
-        pool_lo = torch.cat([pool_lo, lo, lo_right.view_as(lo)])
-        pool_hi = torch.cat([pool_hi, hi_left.view_as(hi), hi])
-        pool_prio = torch.cat([pool_prio, margin, margin])
-    return BabOutcome("unsat", domains, leaves)
+            return outcome("sat", hit)
+        # per child: its parent, its candidate (0: suggested, 1: widest), its margin
+        a = ia.numel()
+        parent = torch.cat([torch.arange(n), torch.arange(n), ia, ia])
+        cand = torch.cat([torch.zeros(2 * n, dtype=torch.long),
+                          torch.ones(2 * a, dtype=torch.long)])
+        score = torch.full((lo.shape[0],), float("inf"), dtype=kids.margin.dtype)
+        score[~proved] = kids.margin
+        # the worse child of each (parent, candidate); -inf for a candidate not tried
+        worse = torch.full((2 * n,), float("-inf"), dtype=score.dtype).scatter_reduce(
+            0, parent * 2 + cand, score, "amin", include_self=False).view(n, 2)
+        choose = (worse[:, 1] > worse[:, 0]).long()
+        chosen = cand == choose[parent]
+        counts["leaves"] += int((proved & chosen).sum())
+        keep_open = chosen[~proved]
+        pool.add(_Boxes(kids.lo[keep_open], kids.hi[keep_open], kids.margin[keep_open],
+                        kids.dim[keep_open]))
+    # a linear region the LP could not decide (a near-tie) leaves the answer open
+    return outcome("unknown" if counts["undecided"] else "unsat")
+
+
+EXACT_UNSTABLE = 8  # boxes with at most this many unstable ReLUs go to the exact leaf
+LEAF_SHARE = 0.25  # of the time, at most, in exact leaves
+LAG = 16.0  # relative-width ratio beyond which the widest dimension is tried too

@@ -59,22 +59,30 @@ def outward_box(spec: Spec, shape, dtype=torch.float32) -> tuple[Tensor, Tensor]
 
 
 def _exact_leaf(gs: Graph, spec: Spec, lo: Tensor, hi: Tensor, clause: Tensor, cfg, check):
-    """Decide a fully split domain with an LP over its linear region (HiGHS, float64)."""
+    """Decide a fully split domain exactly (HiGHS, float64).
+
+    Its region is linear, so an LP decides it, but for neurons that float32 found stable
+    and float64 does not: those keep their binaries (a small MILP), so the answer is exact.
+    """
     from verifriend.verify.milp import encode
 
     g64 = gs.to(dtype=F64)
     lo64, hi64 = lo.to(F64), hi.to(F64)
     n_clauses = int(clause.max()) + 1
 
-    def decide(splits):
+    def decide(splits, box=None):
+        """``splits``: a fully split domain of the root box; or ``box`` (lo, hi): a sub-box
+        without unstable neurons (input splitting), with ``splits`` None."""
+        blo, bhi = (lo64, hi64) if box is None else (box[0].to(F64), box[1].to(F64))
+        hook = splits.clamp_hook(g64) if splits is not None else None
         with torch.no_grad():
-            ivs = crown_intervals(g64, lo64, hi64, tighten=splits.clamp_hook(g64))
-        model = encode(g64, lo64, hi64, ivs, splits, relax=True)
+            ivs = crown_intervals(g64, blo, bhi, tighten=hook)
+        model = encode(g64, blo, bhi, ivs, splits, relax=False)
         eye = torch.eye(gs.num_outputs, dtype=F64)
         verdict = "unsat"
         for j in range(n_clauses):
             rows = clause == j
-            # the region is linear: min over it of the clause's worst row decides the clause
+            # min over the region of the clause's worst row decides the clause
             res = model.minimize_max(eye[rows], torch.zeros(int(rows.sum()), dtype=F64),
                                      time_limit=cfg.exact_leaf_time)
             if res.status == "infeasible":
@@ -159,8 +167,10 @@ def verify_spec(
             return check_points(g64, spec, xs)
 
         if spec.n_inputs <= cfg.input_split_dims:
+            leaf = _exact_leaf(gs, spec, lo, hi, clause, cfg, check)
             out = input_bab(gs, lo, hi, clause, deadline=deadline, check=check,
-                            batch=cfg.input_batch)
+                            batch=cfg.input_batch,
+                            exact_leaf=lambda blo, bhi, leaf=leaf: leaf(None, (blo, bhi)))
         else:
             # BaB keeps CROWN's intermediate bounds and the final-layer alphas
             out = relu_bab(
