@@ -45,10 +45,11 @@ def random_clauses(net, x, n_out, rng, n_clauses, rows):
             for _ in range(n_clauses)]
 
 
-def near_tie(graph, spec, rng) -> Spec:
+def near_tie(graph, spec, rng) -> tuple[Spec, float]:
     """``spec`` with each clause's thresholds shifted so that its exact margin is a random
     +-(0.2% .. 20%) of the output range: the incomplete stage rarely decides these, so
-    branch and bound (and a careful attack) must; a quarter of the clauses are reachable."""
+    branch and bound (and a careful attack) must; a quarter of the clauses are reachable.
+    Returns the spec and the output range used."""
     minima = clause_minima(graph, spec)
     lo, hi = spec.input_box(graph.input_shape)
     with torch.no_grad():
@@ -61,14 +62,16 @@ def near_tie(graph, spec, rng) -> Spec:
         target = -size if float(torch.rand(1, generator=rng)) < 0.25 else size
         # rows read C y + d = -A y + b: raising b by t raises the clause's min-max by t
         clauses.append((A, b + (target - float(minima[j]))))
-    return Spec(spec.lower, spec.upper, clauses, spec.n_outputs)
+    return Spec(spec.lower, spec.upper, clauses, spec.n_outputs), scale
 
 
 N_RANDOM_NETWORKS = 500
 _decided: list[tuple[str, str]] = []  # (status, stage)
 
 
-@settings(max_examples=N_RANDOM_NETWORKS, deadline=None,
+# derandomized: CI checks the same 500 cases every run (a timeout allowed on a near-tie
+# must not turn into a flaky failure); set derandomize=False locally to explore new cases
+@settings(max_examples=N_RANDOM_NETWORKS, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow])
 @given(
     seed=st.integers(0, 100_000),
@@ -86,6 +89,7 @@ def _verdict_matches_milp(seed, n_in, hidden, n_out, eps, kind, n_clauses, rows,
     graph = Graph.from_module(net, (n_in,))
     rng = torch.Generator().manual_seed(seed)
     x = torch.rand(n_in, generator=rng)
+    scale = float("inf")
     if kind == "robustness":
         label = int(net(x.unsqueeze(0)).argmax())
         spec = Spec.linf_robustness(x, label, eps, n_out, lo=-10.0, hi=10.0)
@@ -93,7 +97,7 @@ def _verdict_matches_milp(seed, n_in, hidden, n_out, eps, kind, n_clauses, rows,
         x64 = x.double()
         spec = Spec(x64 - eps, x64 + eps, random_clauses(net, x, n_out, rng, n_clauses, rows),
                     n_out)
-        spec = near_tie(graph, spec, rng)
+        spec, scale = near_tie(graph, spec, rng)
     minima = clause_minima(graph, spec)
     truth = "unsat" if bool((minima > 0).all()) else "sat"
     # a property decided by a hair (|margin| < 1e-5) may stay undecided in float
@@ -109,8 +113,7 @@ def _verdict_matches_milp(seed, n_in, hidden, n_out, eps, kind, n_clauses, rows,
         # corner only the exact leaves decide, and they can come too late: such a timeout
         # is allowed (and counted), a wrong answer never.
         multi = any(len(b) > 1 for _, b in spec.clauses)
-        assert tie or (multi and bool((minima.abs() < 0.05 * minima.abs().max()).any())), \
-            (v, minima)
+        assert tie or (multi and bool((minima.abs() < 0.01 * scale).any())), (v, minima)
     else:
         assert v.status == truth, (v, minima)
     if v.status == "sat":
