@@ -174,7 +174,8 @@ def relu_bab(
         cur, pool = pool.take(take), (pool.take(rest) if rest.numel() else None)
         try:
             kids, kid_pool, n_exact, n_open = _step(graph, x_lower, x_upper, cur, margin,
-                                                     config, exact_leaf, root64, leaf_clock)
+                                                     config, exact_leaf, root64, leaf_clock,
+                                                     deadline)
         except torch.OutOfMemoryError:
             if batch == 1:
                 raise
@@ -211,7 +212,7 @@ LEAF_SHARE = 0.25  # of the time, at most, in exact leaves chosen before full sp
 
 
 def _step(graph, x_lower, x_upper, cur: _Pool, margin, config: BabConfig, exact_leaf,
-          root_intervals64, leaf_clock=None):
+          root_intervals64, leaf_clock=None, deadline=None):
     """Split and bound one batch: returns (children bounded, result, exact leaves decided,
     exact leaves left undecided)."""
     D = len(cur)
@@ -233,6 +234,9 @@ def _step(graph, x_lower, x_upper, cur: _Pool, margin, config: BabConfig, exact_
         # optimizer, so an LP over the domain's region decides it
         for i in (~ok).nonzero().squeeze(1).tolist():
             t0 = time.monotonic()
+            if deadline is not None and t0 > deadline:
+                n_open += 1  # out of time: the domain stays undecided
+                continue
             verdict, x = exact_leaf(cur.splits.select(torch.tensor([i])))
             if leaf_clock is not None:
                 leaf_clock["s"] += time.monotonic() - t0
