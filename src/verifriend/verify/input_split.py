@@ -27,7 +27,7 @@ from torch import Tensor
 from verifriend.bounds.crown import crown
 from verifriend.bounds.graph import Graph
 from verifriend.bounds.relax import backsubstitute
-from verifriend.verify.bab import BabOutcome, clause_margin
+from verifriend.verify.bab import LEAF_SHARE, BabOutcome, clause_margin, unstable_count
 
 F64 = torch.float64
 
@@ -125,15 +125,6 @@ def input_bab(
     root_width = (x_upper - x_lower).flatten(1).amax(0).clamp(min=1e-30)
     counts = {"domains": 0, "leaves": 0, "undecided": 0, "leaf_s": 0.0}
     start = time.monotonic()
-    relu_inputs = [graph.nodes[r].inputs[0] for r in graph.relu_nodes()]
-
-    def nearly_linear(intervals) -> Tensor:
-        """(D,) whether at most ``EXACT_UNSTABLE`` ReLUs are unstable in the box."""
-        unstable = torch.zeros(intervals[0][0].shape[0], dtype=torch.long)
-        for j in relu_inputs:
-            lo_, up_ = intervals[j]
-            unstable += ((lo_ < 0) & (up_ > 0)).flatten(1).sum(1)
-        return unstable <= EXACT_UNSTABLE
 
     def bound(lo: Tensor, hi: Tensor) -> tuple[Tensor, _Boxes, tuple | None]:
         """Bound boxes: (proved mask, the open ones with their suggested split, a hit)."""
@@ -152,7 +143,7 @@ def input_bab(
             # unstable ReLU) instead of being split forever near a tie
             # (at most a quarter of the time, so that splitting goes on where CROWN
             # would prove the box cheaply)
-            lin = ~proved & nearly_linear(b.intervals)
+            lin = ~proved & (unstable_count(graph, b.intervals) <= EXACT_UNSTABLE)
             for i in lin.nonzero().squeeze(1).tolist():
                 now = time.monotonic()
                 if now > deadline or counts["leaf_s"] > LEAF_SHARE * (now - start):
@@ -230,5 +221,4 @@ def input_bab(
 
 
 EXACT_UNSTABLE = 8  # boxes with at most this many unstable ReLUs go to the exact leaf
-LEAF_SHARE = 0.25  # of the time, at most, in exact leaves
 LAG = 16.0  # relative-width ratio beyond which the widest dimension is tried too
