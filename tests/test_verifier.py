@@ -104,7 +104,7 @@ def _verdict_matches_milp(seed, n_in, hidden, n_out, eps, kind, n_clauses, rows,
     # arithmetic; it must still never get the wrong answer
     tie = bool((minima.abs() < 1e-5).any())
     cfg = VerifierConfig(input_split_dims=0 if splitter == "relu" else 100,
-                         bab=BabConfig(batch=8, iterations=5))
+                         bab=BabConfig(batch=8, iterations=5), milp_unstable=0)
     v = verify_spec(graph, [spec], (n_in,), timeout=30, config=cfg)
     if v.status in ("timeout", "unknown"):
         # One-row clauses are decided (ReLU splitting ends in exact leaves; input splitting
@@ -164,7 +164,7 @@ def test_branch_and_bound_alone_matches_milp(seed, n_in, hidden, branching, spli
     enough that CROWN cannot decide: its answer equals the MILP's."""
     from verifriend.bounds.crown import crown
     from verifriend.bounds.optimize import alpha_crown
-    from verifriend.verify.attack import check_points
+    from verifriend.verify.attack import check_points, falsify
     from verifriend.verify.bab import relu_bab
     from verifriend.verify.input_split import input_bab
     from verifriend.verify.verifier import _exact_leaf
@@ -189,11 +189,14 @@ def test_branch_and_bound_alone_matches_milp(seed, n_in, hidden, branching, spli
     deadline = __import__("time").monotonic() + 30
     if splitter == "input":
         out = input_bab(gs, lo, hi, clause, deadline=deadline, check=check, batch=16,
-                        exact_leaf=lambda blo, bhi: leaf(None, (blo, bhi)))
+                        exact_leaf=lambda blo, bhi, sec: leaf(None, sec, box=(blo, bhi)))
     else:
         a, state = alpha_crown(gs, lo, hi, None, iterations=0, intermediate=False)
+        # no attack stage; only the candidates that bounding produces (and the leaves)
         out = relu_bab(gs, lo, hi, clause, a.lower, crown(gs, lo, hi).intervals, state,
-                       deadline=deadline, config=cfg.bab, exact_leaf=leaf)
+                       deadline=deadline, config=cfg.bab, exact_leaf=leaf,
+                       attack=lambda xs, steps: falsify(graph, spec, candidates=xs, steps=steps,
+                                                        restarts=0, graph64=g64))
     if out.status == "timeout":
         # without the attack stage, a counterexample in a sliver of the box (a near-tie)
         # is found only at exact leaves, which can take longer than the budget; a

@@ -322,6 +322,29 @@ def _lower(
     )
 
 
+def relu_output_coefficients(
+    graph: Graph,
+    x_lower: Tensor,
+    x_upper: Tensor,
+    splits: Splits,
+    state: OptState,
+    intervals: list[Interval],
+    C: Tensor | None = None,
+) -> dict[int, Tensor]:
+    """Per ReLU node r, the coefficients (D, S, *shape of r) of its outputs in the linear
+    lower bound of each optimized row, with ``state``'s slopes and split multipliers, on
+    domains with node bounds ``intervals`` (as :func:`beta_crown` returned them); key 0
+    holds the coefficients of the input (the bound's minimizer is a box corner)."""
+    p = _prepare(graph, x_lower, x_upper, C, splits, state.bound_upper, DEFAULT_MAX_ELEMENTS,
+                 known=intervals)
+    terms = {r: -b * p.signs[r] for r, b in state.betas.items() if r in p.signs}
+    recorded: dict[int, Tensor] = {}
+    with torch.no_grad():
+        backsubstitute(graph, len(graph.nodes) - 1, p.rows, p.intervals,
+                       lower_slopes=state.alphas, input_terms=terms, record=recorded)
+    return recorded
+
+
 def _finish(
     graph: Graph,
     p: _Problem,

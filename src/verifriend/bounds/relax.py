@@ -353,7 +353,8 @@ def backsubstitute(
     multipliers enter there (the caller makes sure the added term is sound).
     ``select`` (B, S') picks per batch element which of the S
     shared rows are wanted; shared rows stay batch-free (cheap) until the first
-    node whose rule depends on the batch.
+    node whose rule depends on the batch. ``record``, when given, receives the
+    coefficients reaching each ReLU node's output and the input node (key 0).
     """
     pending: dict[int, Tensor] = {start: A}
     bias: Tensor | None = None
@@ -363,6 +364,8 @@ def backsubstitute(
             continue
         node = graph.nodes[j]
         if j == 0 or (stop is not None and stop(j)):
+            if record is not None and j == 0:
+                record[0] = a
             term = concretize(a, *intervals[j])
         else:
             if select is not None and isinstance(node, NEEDS_INPUT_BOUNDS) and a.shape[0] == 1:

@@ -15,7 +15,7 @@ given time. Out of memory halves the batch and retries.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -23,7 +23,7 @@ from torch import Tensor
 from verifriend.bounds.confirm import proof_holds
 from verifriend.bounds.crown import crown_intervals
 from verifriend.bounds.graph import Graph
-from verifriend.bounds.optimize import OptState, beta_crown
+from verifriend.bounds.optimize import OptState, beta_crown, relu_output_coefficients
 from verifriend.bounds.relax import Interval
 from verifriend.bounds.splits import Splits
 from verifriend.errors import UserError
@@ -41,7 +41,7 @@ class BabConfig:
     branching: str = "babsr"
     fsb_candidates: int = 3
     max_domains: int = 2_000_000
-    exact_unstable: int = 8  # domains with at most this many unstable ReLUs: exact MILP
+    exact_unstable: int = 8  # first limit of unstable ReLUs for an exact MILP (see LeafBudget)
 
     def check(self) -> None:
         if self.branching not in BRANCHING:
@@ -105,6 +105,25 @@ def clause_margin(lower: Tensor, clause: Tensor, n_clauses: int) -> Tensor:
     return per.amin(1)
 
 
+def target_rows(lower: Tensor, clause: Tensor, n_clauses: int) -> tuple[Tensor, Tensor]:
+    """One-hot (D, m) of the best row of the worst clause, and the (D, m) indicator of
+    the best row of every clause not yet excluded."""
+    D, m = lower.shape
+    ar = torch.arange(D)
+    best_row = torch.empty(D, n_clauses, dtype=torch.long)
+    best_val = torch.empty(D, n_clauses, dtype=lower.dtype)
+    for j in range(n_clauses):
+        idx = (clause == j).nonzero().squeeze(1)
+        val, k = lower[:, idx].max(1)
+        best_row[:, j], best_val[:, j] = idx[k], val
+    worst = torch.zeros(D, m, dtype=torch.bool)
+    worst[ar, best_row[ar, best_val.argmin(1)]] = True
+    open_best = torch.zeros(D, m, dtype=torch.bool)
+    for j in range(n_clauses):
+        open_best[ar, best_row[:, j]] |= best_val[:, j] <= 0
+    return worst, open_best
+
+
 def _full_betas(graph: Graph, state: OptState, D: int) -> OptState:
     """A state whose betas cover every ReLU node (zeros where none was split yet), so
     states of different batches concatenate."""
@@ -131,17 +150,23 @@ def relu_bab(
     exact_leaf=None,
     on_progress=None,
     root_intervals64: list[Interval] | None = None,
+    attack=None,
 ) -> BabOutcome:
     """Branch and bound on one input box (``x_lower``/``x_upper`` of batch 1).
 
     ``clause`` (m,) maps each output row of ``graph`` to its clause. The root's
     bounds, node intervals and alpha state come from the incomplete stage.
-    ``exact_leaf(splits) -> ("unsat" | "sat" | "unknown", x)`` decides a domain
-    without unstable neurons (an LP over its region). ``on_progress(domains, pool size,
+    ``exact_leaf(splits, seconds) -> ("unsat" | "sat" | "unknown", x)`` decides a
+    domain exactly within ``seconds`` (None: no limit): an LP over its region when every
+    unstable neuron is split, a small MILP for domains chosen by :class:`LeafBudget`. ``on_progress(domains, pool size,
     worst margin)`` is called after every step. ``root_intervals64`` are the root's
     node bounds recomputed in float64 the way ``root_intervals`` were found (e.g.
     ``confirm_bound(...).intervals`` of the alpha state); default: CROWN in float64.
     Children's float64 confirmations derive their intermediate bounds from them.
+    ``attack(xs, steps) -> (x, y) | None`` checks candidate inputs xs (K, ...) in float64
+    and, with ``steps`` > 0, runs that many PGD steps from them: each step's domains give
+    the corners minimizing their bounds, all checked, the worst few attacked within
+    ``ATTACK_SHARE`` of the time.
     """
     config = config or BabConfig()
     config.check()
@@ -162,7 +187,8 @@ def relu_bab(
         splits, root_lower, root_intervals, _full_betas(graph, root_state, 1)
     )
     domains = leaves = undecided = 0
-    leaf_clock = {"start": time.monotonic(), "s": 0.0}
+    leaf_budget = LeafBudget(config.exact_unstable, floor=config.exact_unstable)
+    candidates = None if attack is None else _CandidateAttack(attack)
     batch = config.batch
     while pool is not None and len(pool):
         if time.monotonic() > deadline:
@@ -174,8 +200,8 @@ def relu_bab(
         cur, pool = pool.take(take), (pool.take(rest) if rest.numel() else None)
         try:
             kids, kid_pool, n_exact, n_open = _step(graph, x_lower, x_upper, cur, margin,
-                                                     config, exact_leaf, root64, leaf_clock,
-                                                     deadline)
+                                                     config, exact_leaf, root64, leaf_budget,
+                                                     deadline, clause, candidates)
         except torch.OutOfMemoryError:
             if batch == 1:
                 raise
@@ -199,6 +225,49 @@ def relu_bab(
     return BabOutcome("unknown" if undecided else "unsat", domains, leaves)
 
 
+def _minimizers(coef: Tensor, lo: Tensor, hi: Tensor, lower: Tensor, clause: Tensor) -> Tensor:
+    """(D, *input shape) per domain, the box corner minimizing the linear lower bound of
+    the best row of its worst clause (``coef`` (D or 1, m, *input shape) the rows' input
+    coefficients): where the bound says a counterexample is most likely."""
+    D = lower.shape[0]
+    worst, _ = target_rows(lower, clause, int(clause.max()) + 1)
+    a = (coef.expand(D, *coef.shape[1:]).flatten(2) * worst.unsqueeze(-1).to(coef.dtype)).sum(1)
+    return torch.where(a > 0, lo.flatten(1), hi.flatten(1)).view_as(lo)
+
+
+def _child_state(graph, cur: _Pool, coefs: dict[int, Tensor], nodes, neurons,
+                 parent) -> OptState:
+    """The children's warm start: the parent's alphas and betas, and for the new split a
+    beta that gives the child the parent's linear bound (at zero, a child's bound is often
+    worse than its parent's, and a few beta steps do not make up for it). ``coefs`` are
+    the parents' :func:`relu_output_coefficients`.
+
+    With coefficient ``a > 0`` on the split ReLU's output the parent's bound holds the
+    lower line ``a * alpha * z``; the ``z >= 0`` child's term ``(a - beta) z`` equals it at
+    ``beta = a (1 - alpha)``, the ``z <= 0`` child's ``beta z`` at ``beta = a alpha``.
+    (``a < 0`` would need a negative beta: it stays 0.)
+    """
+    D = len(cur)
+    warm = cur.state.select(parent)
+    betas = dict(warm.betas)
+    ar = torch.arange(D)
+    for r in set(nodes.tolist()):
+        if r not in coefs:
+            continue
+        pick = ar[nodes == r]
+        idx = neurons[pick]
+        S = warm.alphas[r].shape[1]
+        a = coefs[r].expand(D, S, *coefs[r].shape[2:]).flatten(2)[pick, :, idx].clamp(min=0)
+        alpha = cur.state.alphas[r].flatten(2)[pick, :, idx]
+        lo_r = cur.intervals[graph.nodes[r].inputs[0]][0].flatten(1)[pick, idx]
+        a = torch.where((lo_r < 0).unsqueeze(1), a, 0.0)  # only where the parent relaxed it
+        flat = betas[r].flatten(2).clone()
+        flat[pick, :, idx] = a * alpha  # z <= 0 children come first
+        flat[pick + D, :, idx] = a * (1 - alpha)
+        betas[r] = flat.view_as(betas[r])
+    return OptState(warm.alphas, betas, warm.bound_upper)
+
+
 def unstable_count(graph: Graph, intervals: list[Interval]) -> Tensor:
     """(D,) the number of unstable ReLUs (pre-activation bounds straddling 0) per domain."""
     n = torch.zeros(intervals[0][0].shape[0], dtype=torch.long)
@@ -209,26 +278,78 @@ def unstable_count(graph: Graph, intervals: list[Interval]) -> Tensor:
 
 
 LEAF_SHARE = 0.25  # of the time, at most, in exact leaves chosen before full splitting
+ATTACK_SHARE = 0.1  # of the time, at most, in PGD from the bounds' minimizers
+ATTACK_STEPS = 20
+ATTACK_STARTS = 16  # the worst domains' minimizers that PGD starts from
+
+
+class _CandidateAttack:
+    """Counterexample search inside branch and bound: every batch's minimizers are checked
+    in float64; PGD runs from the worst ones while it has used at most ATTACK_SHARE."""
+
+    def __init__(self, attack):
+        self.attack, self.start, self.spent = attack, time.monotonic(), 0.0
+
+    def __call__(self, xs: Tensor):
+        t0 = time.monotonic()
+        hit = self.attack(xs, 0)
+        if hit is None and self.spent <= ATTACK_SHARE * (t0 - self.start):
+            hit = self.attack(xs[:ATTACK_STARTS], ATTACK_STEPS)
+        self.spent += time.monotonic() - t0
+        return hit
+
+
+@dataclass
+class LeafBudget:
+    """When a domain that still has unstable ReLUs goes to an exact MILP (a binary each)
+    instead of being split: when it has at most ``unstable`` of them and the leaves so
+    far took at most ``share`` of the elapsed time. Near a tie an exact leaf saves a whole
+    subtree; on small networks a MILP with a few dozen binaries beats splitting outright,
+    while on large ones a single leaf can take seconds. So the limit adapts: it grows
+    while such leaves take under ``FAST`` seconds and halves when one takes over ``SLOW``.
+    """
+
+    unstable: int = 8
+    share: float = LEAF_SHARE
+    floor: int = 8
+    ceiling: int = 64
+    start: float = field(default_factory=time.monotonic)
+    spent: float = 0.0
+
+    FAST = 0.05
+    SLOW = 0.5
+
+    def open(self, now: float) -> bool:
+        """Whether exact leaves may be started now (the time share is not used up)."""
+        return self.spent <= self.share * (now - self.start)
+
+    def record(self, seconds: float, early: bool = True) -> None:
+        """Account one leaf; ``early``: chosen by the limit (not a fully split domain)."""
+        self.spent += seconds
+        if not early:
+            return
+        if seconds < self.FAST:
+            self.unstable = min(self.ceiling, self.unstable + 2)
+        elif seconds > self.SLOW:
+            self.unstable = max(self.floor, self.unstable // 2)
 
 
 def _step(graph, x_lower, x_upper, cur: _Pool, margin, config: BabConfig, exact_leaf,
-          root_intervals64, leaf_clock=None, deadline=None):
+          root_intervals64, leaves: LeafBudget | None = None, deadline=None, clause=None,
+          attack=None):
     """Split and bound one batch: returns (children bounded, result, exact leaves decided,
-    exact leaves left undecided)."""
+    exact leaves left undecided). ``attack(xs)`` tries the minimizers of the batch's
+    bounds as counterexamples (``(x, y)`` or None)."""
     D = len(cur)
     rows = (cur.lower <= 0).to(cur.lower.dtype)
     lo1, hi1 = x_lower.expand(D, *x_lower.shape[1:]), x_upper.expand(D, *x_upper.shape[1:])
     nodes, neurons, ok = choose(graph, lo1, hi1, cur.intervals, rows, cur.splits, margin,
                                 method=config.branching, candidates=config.fsb_candidates)
     n_exact = n_open = 0
-    if exact_leaf is not None and leaf_clock is not None:
-        # a domain with only a few unstable neurons left is decided by a small MILP (a
-        # binary each) rather than split on: near a tie that saves a whole subtree.
-        # At most LEAF_SHARE of the time goes there, so that cheap proofs go on.
-        now = time.monotonic()
-        if leaf_clock["s"] <= LEAF_SHARE * (now - leaf_clock["start"]):
-            few = unstable_count(graph, cur.intervals) <= config.exact_unstable
-            ok = ok & ~few
+    full = ~ok  # every unstable neuron split
+    if exact_leaf is not None and leaves is not None and leaves.open(time.monotonic()):
+        # a domain with only a few unstable neurons left is decided by a small MILP
+        ok = ok & (unstable_count(graph, cur.intervals) > leaves.unstable)
     if not bool(ok.all()):
         # no unstable neuron left to split: the relaxation is exact up to the
         # optimizer, so an LP over the domain's region decides it
@@ -237,9 +358,10 @@ def _step(graph, x_lower, x_upper, cur: _Pool, margin, config: BabConfig, exact_
             if deadline is not None and t0 > deadline:
                 n_open += 1  # out of time: the domain stays undecided
                 continue
-            verdict, x = exact_leaf(cur.splits.select(torch.tensor([i])))
-            if leaf_clock is not None:
-                leaf_clock["s"] += time.monotonic() - t0
+            left = None if deadline is None else deadline - t0
+            verdict, x = exact_leaf(cur.splits.select(torch.tensor([i])), left)
+            if leaves is not None:
+                leaves.record(time.monotonic() - t0, early=not bool(full[i]))
             if verdict == "sat":
                 return 0, BabOutcome("sat", 0, 0, x), 0, 0
             if verdict == "unsat":
@@ -254,8 +376,15 @@ def _step(graph, x_lower, x_upper, cur: _Pool, margin, config: BabConfig, exact_
     kids, parent = branch(cur.splits, torch.arange(D), nodes, neurons)
     lo2 = x_lower.expand(2 * D, *x_lower.shape[1:])
     hi2 = x_upper.expand(2 * D, *x_upper.shape[1:])
+    coefs = relu_output_coefficients(graph, lo1[:D], hi1[:D], cur.splits, cur.state,
+                                     cur.intervals)
+    if attack is not None:
+        hit = attack(_minimizers(coefs[0], lo1[:D], hi1[:D], cur.lower, clause))
+        if hit is not None:
+            return 0, BabOutcome("sat", 0, 0, hit), n_exact, n_open
+    warm = _child_state(graph, cur, coefs, nodes, neurons, parent)
     b, state = beta_crown(
-        graph, lo2, hi2, None, kids, warm_start=cur.state, parent=parent,
+        graph, lo2, hi2, None, kids, warm_start=warm,
         iterations=config.iterations, lr=config.lr_alpha, lr_beta=config.lr_beta,
         intermediate=False, intervals=[(lo[parent], up[parent]) for lo, up in cur.intervals],
     )

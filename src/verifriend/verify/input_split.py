@@ -27,7 +27,13 @@ from torch import Tensor
 from verifriend.bounds.crown import crown
 from verifriend.bounds.graph import Graph
 from verifriend.bounds.relax import backsubstitute
-from verifriend.verify.bab import LEAF_SHARE, BabOutcome, clause_margin, unstable_count
+from verifriend.verify.bab import (
+    BabOutcome,
+    LeafBudget,
+    clause_margin,
+    target_rows,
+    unstable_count,
+)
 
 F64 = torch.float64
 
@@ -46,25 +52,6 @@ def _input_coefficients(graph: Graph, A: Tensor, intervals) -> Tensor:
             (g,) = torch.autograd.grad(val.sum(), centre)
         coefs.append(g.flatten(1))
     return torch.stack(coefs, 1)
-
-
-def _target_rows(lower: Tensor, clause: Tensor, n_clauses: int) -> tuple[Tensor, Tensor]:
-    """One-hot (D, m) of the best row of the worst clause, and the (D, m) indicator of
-    the best row of every clause not yet excluded."""
-    D, m = lower.shape
-    ar = torch.arange(D)
-    best_row = torch.empty(D, n_clauses, dtype=torch.long)
-    best_val = torch.empty(D, n_clauses, dtype=lower.dtype)
-    for j in range(n_clauses):
-        idx = (clause == j).nonzero().squeeze(1)
-        val, k = lower[:, idx].max(1)
-        best_row[:, j], best_val[:, j] = idx[k], val
-    worst = torch.zeros(D, m, dtype=torch.bool)
-    worst[ar, best_row[ar, best_val.argmin(1)]] = True
-    open_best = torch.zeros(D, m, dtype=torch.bool)
-    for j in range(n_clauses):
-        open_best[ar, best_row[:, j]] |= best_val[:, j] <= 0
-    return worst, open_best
 
 
 def _children(lo: Tensor, hi: Tensor, dims: Tensor) -> tuple[Tensor, Tensor]:
@@ -116,15 +103,15 @@ def input_bab(
     """Split the input box until every piece is proved (CROWN, confirmed in float64),
     a counterexample is found (``check(xs) -> (x, y) | None``), or time runs out.
 
-    ``exact_leaf(lo, hi) -> ("unsat" | "sat" | "unknown", x)`` decides a box (batch of
-    one) in which at most ``EXACT_UNSTABLE`` neurons are unstable (an LP, or a MILP with
-    that many binaries), within ``LEAF_SHARE`` of the time; other boxes are split.
+    ``exact_leaf(lo, hi, seconds) -> ("unsat" | "sat" | "unknown", x)`` decides a box
+    (batch of one) with few unstable neurons (a MILP with a binary each) within
+    ``seconds``; :class:`LeafBudget` says which boxes and how often; other boxes are split.
     """
     n_clauses = int(clause.max()) + 1
     g64 = graph.to(dtype=F64)
     root_width = (x_upper - x_lower).flatten(1).amax(0).clamp(min=1e-30)
-    counts = {"domains": 0, "leaves": 0, "undecided": 0, "leaf_s": 0.0}
-    start = time.monotonic()
+    counts = {"domains": 0, "leaves": 0, "undecided": 0}
+    leaves = LeafBudget()
 
     def bound(lo: Tensor, hi: Tensor) -> tuple[Tensor, _Boxes, tuple | None]:
         """Bound boxes: (proved mask, the open ones with their suggested split, a hit)."""
@@ -143,13 +130,13 @@ def input_bab(
             # unstable ReLU) instead of being split forever near a tie
             # (at most a quarter of the time, so that splitting goes on where CROWN
             # would prove the box cheaply)
-            lin = ~proved & (unstable_count(graph, b.intervals) <= EXACT_UNSTABLE)
+            lin = ~proved & (unstable_count(graph, b.intervals) <= leaves.unstable)
             for i in lin.nonzero().squeeze(1).tolist():
                 now = time.monotonic()
-                if now > deadline or counts["leaf_s"] > LEAF_SHARE * (now - start):
+                if now > deadline or not leaves.open(now):
                     break
-                verdict, x = exact_leaf(lo[i:i + 1], hi[i:i + 1])
-                counts["leaf_s"] += time.monotonic() - now
+                verdict, x = exact_leaf(lo[i:i + 1], hi[i:i + 1], deadline - now)
+                leaves.record(time.monotonic() - now)
                 if verdict == "sat":
                     return proved, _Boxes(lo[:0], hi[:0], margin[:0], margin[:0].long()), x
                 proved[i] = True  # decided: unsat, or left open as a near-tie
@@ -162,7 +149,7 @@ def input_bab(
         # two coefficient rows per box: the best row of the worst clause (its minimizing
         # corner is the candidate counterexample) and the sum of the best rows of the
         # open clauses (it picks the split): one row > 0 excludes a clause
-        A = torch.stack(_target_rows(lower, clause, n_clauses), 1).to(lo.dtype)
+        A = torch.stack(target_rows(lower, clause, n_clauses), 1).to(lo.dtype)
         coef = _input_coefficients(graph, A, intervals)
         flo, fhi = lo.flatten(1), hi.flatten(1)
         corner = torch.where(coef[:, 0] > 0, flo, fhi)
@@ -220,5 +207,4 @@ def input_bab(
     return outcome("unknown" if counts["undecided"] else "unsat")
 
 
-EXACT_UNSTABLE = 8  # boxes with at most this many unstable ReLUs go to the exact leaf
 LAG = 16.0  # relative-width ratio beyond which the widest dimension is tried too

@@ -7,7 +7,9 @@ region, as read from a VNN-LIB file). Stages, each stopping as soon as it decide
    share of the budget; a hit is re-checked in float64 before ``sat``;
 2. **incomplete**: IBP, CROWN, alpha-CROWN on the spec rows, each proof confirmed
    in float64 (CROWN recomputed, alpha-CROWN through its fixed state);
-3. **branch and bound**: ReLU splitting with beta-CROWN (``verify.bab``), or input
+3. **exact MILP** over the whole box for small networks (at most ``milp_neurons`` ReLUs,
+   ``milp_unstable`` of them unstable), within ``milp_share`` of the time left;
+4. **branch and bound**: ReLU splitting with beta-CROWN (``verify.bab``), or input
    splitting for low-dimensional inputs (<= ``input_split_dims``, e.g. ACAS Xu).
 
 Input boxes are rounded outward when cast to float32, so every float32 bound
@@ -16,6 +18,7 @@ covers the float64 box of the spec.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -28,7 +31,7 @@ from verifriend.bounds.graph import Graph
 from verifriend.bounds.ibp import ibp
 from verifriend.bounds.optimize import alpha_crown
 from verifriend.specs.spec import Spec
-from verifriend.verify.bab import BabConfig, clause_margin, relu_bab
+from verifriend.verify.bab import BabConfig, clause_margin, relu_bab, unstable_count
 from verifriend.verify.input_split import input_bab
 from verifriend.verify.result import Verdict
 
@@ -46,6 +49,12 @@ class VerifierConfig:
     input_batch: int = 1024  # boxes bounded per step of input splitting
     bab: BabConfig = field(default_factory=BabConfig)
     exact_leaf_time: float = 30.0  # seconds per LP of a fully split domain
+    # a whole-box MILP before BaB on networks with at most this many unstable ReLUs and
+    # ReLUs in all (a MILP's cost grows with both: on mnistfc's 512 ReLUs and 784
+    # inputs, 50 binaries already took > 30 s while BaB needed 1 s)
+    milp_unstable: int = 64
+    milp_neurons: int = 256
+    milp_share: float = 0.25  # of the time left, at most, for that MILP
 
 
 def outward_box(spec: Spec, shape, dtype=torch.float32) -> tuple[Tensor, Tensor]:
@@ -56,6 +65,42 @@ def outward_box(spec: Spec, shape, dtype=torch.float32) -> tuple[Tensor, Tensor]
     lo = torch.where(lo.to(F64) > lo64, torch.nextafter(lo, -inf), lo)
     hi = torch.where(hi.to(F64) < hi64, torch.nextafter(hi, inf), hi)
     return lo, hi
+
+
+def _simplex_grid(k: int, n: int) -> Tensor:
+    """Weights (G, k) on the simplex with denominators ``n``, without the k unit vectors."""
+    def parts(total, slots):
+        if slots == 1:
+            yield (total,)
+            return
+        for first in range(total + 1):
+            for rest in parts(total - first, slots - 1):
+                yield (first, *rest)
+    w = torch.tensor([p for p in parts(n, k) if max(p) < n], dtype=torch.float64) / n
+    return w
+
+
+def clause_averages(C: Tensor, d: Tensor, clause: Tensor, grid: int = 6):
+    """Spec rows plus weighted averages of the rows of every AND-clause, each mapped to its
+    clause: for 2 or 3 rows a grid of weights on the simplex (denominator ``grid``), for
+    more rows their mean.
+
+    A clause is unreachable where its worst row is > 0, and the worst row is at least any
+    average: so an average row > 0 excludes the clause too. Near a point where rows cross,
+    every single row's bound can stay <= 0 on arbitrarily small boxes while the right
+    average's bound is > 0."""
+    rows_C, rows_d, rows_k = [C], [d], [clause]
+    for j in range(int(clause.max()) + 1 if clause.numel() else 0):
+        idx = (clause == j).nonzero().squeeze(1)
+        k = idx.numel()
+        if k < 2:
+            continue
+        w = (_simplex_grid(k, grid) if k <= 3 else torch.full((1, k), 1.0 / k, dtype=F64))
+        w = w.to(C.dtype)
+        rows_C.append(w @ C[idx])
+        rows_d.append(w @ d[idx])
+        rows_k.append(clause[idx[:1]].expand(w.shape[0]))
+    return torch.cat(rows_C), torch.cat(rows_d), torch.cat(rows_k)
 
 
 def _exact_leaf(gs: Graph, spec: Spec, lo: Tensor, hi: Tensor, clause: Tensor, cfg, check):
@@ -70,9 +115,10 @@ def _exact_leaf(gs: Graph, spec: Spec, lo: Tensor, hi: Tensor, clause: Tensor, c
     lo64, hi64 = lo.to(F64), hi.to(F64)
     n_clauses = int(clause.max()) + 1
 
-    def decide(splits, box=None):
-        """``splits``: a fully split domain of the root box; or ``box`` (lo, hi): a sub-box
-        without unstable neurons (input splitting), with ``splits`` None."""
+    def decide(splits, seconds=None, *, box=None):
+        """``splits``: a domain of the root box; or ``box`` (lo, hi): a sub-box (input
+        splitting), with ``splits`` None. ``seconds`` caps the solver time (all clauses)."""
+        stop = None if seconds is None else time.monotonic() + seconds
         blo, bhi = (lo64, hi64) if box is None else (box[0].to(F64), box[1].to(F64))
         hook = splits.clamp_hook(g64) if splits is not None else None
         with torch.no_grad():
@@ -83,8 +129,13 @@ def _exact_leaf(gs: Graph, spec: Spec, lo: Tensor, hi: Tensor, clause: Tensor, c
         for j in range(n_clauses):
             rows = clause == j
             # min over the region of the clause's worst row decides the clause
+            limit = cfg.exact_leaf_time
+            if stop is not None:
+                limit = min(limit, stop - time.monotonic())
+                if limit <= 0:
+                    return "unknown", None
             res = model.minimize_max(eye[rows], torch.zeros(int(rows.sum()), dtype=F64),
-                                     time_limit=cfg.exact_leaf_time)
+                                     time_limit=limit)
             if res.status == "infeasible":
                 return "unsat", None  # the split region is empty
             if res.status != "optimal":
@@ -135,22 +186,27 @@ def verify_spec(
         if hit is not None:
             return done("sat", "attack", cex=hit)
     say("attack found nothing")
-    domains = 0
+    domains = milp_proofs = 0
     for k, spec in enumerate(specs):
         C, d, clause = spec.to_spec_matrix()
         if C.shape[0] == 0:
             return done("unknown" if spec.n_clauses else "unsat", "spec")
         n_clauses = spec.n_clauses
+        C, d, clause = clause_averages(C, d, clause)
+
+        def proved(lower, clause=clause, n_clauses=n_clauses):
+            return bool(clause_margin(lower, clause, n_clauses).min() > 0)
+
         gs = graph.with_output_map(C.float(), d.float())
         lo, hi = outward_box(spec, input_shape)
         with torch.no_grad():
             b = ibp(gs, lo, hi)
-            if not spec.proved(b.lower[0]):
+            if not proved(b.lower):
                 b = crown(gs, lo, hi)
-        if spec.proved(b.lower[0]):
+        if proved(b.lower):
             with torch.no_grad():  # confirm: the same bound in float64
                 b64 = crown(gs.to(dtype=F64), lo.to(F64), hi.to(F64))
-            if spec.proved(b64.lower[0]):
+            if proved(b64.lower):
                 say(f"box {k}: proved by {b.method}")
                 continue
         if time.monotonic() > deadline:
@@ -158,7 +214,7 @@ def verify_spec(
         a, state = alpha_crown(gs, lo, hi, None, iterations=cfg.alpha_iterations,
                                intermediate=cfg.alpha_intermediate)
         a64 = confirm_bound(gs, lo, hi, None, state)  # the state's bound, in float64
-        if spec.proved(a64.lower[0]):
+        if proved(a64.lower):
             say(f"box {k}: proved by alpha-CROWN")
             continue
         say(f"box {k}: alpha-CROWN margin {float(clause_margin(a.lower, clause, n_clauses)):.4g}")
@@ -166,24 +222,40 @@ def verify_spec(
         def check(xs: Tensor, spec=spec):
             return check_points(g64, spec, xs)
 
+        leaf = _exact_leaf(gs, spec, lo, hi, clause, cfg, check)
+        neurons = sum(math.prod(gs.nodes[r].shape) for r in gs.relu_nodes())
+        if (neurons <= cfg.milp_neurons and 0 < cfg.milp_unstable
+                and int(unstable_count(gs, a.intervals)[0]) <= cfg.milp_unstable):
+            # a small network: one MILP over the whole box (the solver shares its work
+            # across activation regions) usually decides long before splitting would
+            verdict, x = leaf(None, cfg.milp_share * (deadline - time.monotonic()))
+            if verdict == "sat":
+                return done("sat", "milp", domains, cex=x)
+            if verdict == "unsat":
+                say(f"box {k}: proved by MILP")
+                milp_proofs += 1
+                continue
         if spec.n_inputs <= cfg.input_split_dims:
-            leaf = _exact_leaf(gs, spec, lo, hi, clause, cfg, check)
             out = input_bab(gs, lo, hi, clause, deadline=deadline, check=check,
                             batch=cfg.input_batch,
-                            exact_leaf=lambda blo, bhi, leaf=leaf: leaf(None, (blo, bhi)))
+                            exact_leaf=lambda blo, bhi, sec, leaf=leaf: leaf(None, sec, box=(blo, bhi)))
         else:
             # BaB keeps CROWN's intermediate bounds and the final-layer alphas
             out = relu_bab(
                 gs, lo, hi, clause, a.lower, a.intervals, state, deadline=deadline,
                 config=cfg.bab,
-                exact_leaf=_exact_leaf(gs, spec, lo, hi, clause, cfg, check),
+                exact_leaf=leaf,
                 on_progress=lambda n, size, worst, k=k: say(
                     f"box {k}: {n} domains, {size} open, worst margin {worst:.4g}"),
                 root_intervals64=a64.intervals,
+                attack=lambda xs, steps, spec=spec: falsify(
+                    graph, spec, input_shape, candidates=xs.flatten(1), steps=steps, restarts=0,
+                    time_budget=max(0.0, min(1.0, deadline - time.monotonic())), graph64=g64),
             )
         domains += out.domains
         if out.status == "sat":
             return done("sat", "bab", domains, cex=out.x)
         if out.status != "unsat":
             return done(out.status, "bab", domains)
-    return done("unsat", "bab" if domains else "incomplete", domains)
+    stage = "bab" if domains else "milp" if milp_proofs else "incomplete"
+    return done("unsat", stage, domains)
