@@ -71,6 +71,7 @@ def test_layer_gammas_rank_and_one():
     assert layer_gammas([100, 50, 200]) == [4.0, 2.0, 8.0]
     assert layer_gammas([10, 10, 5]) == [4.0, 4.0, 2.0]  # equal widths share a rank
     assert layer_gammas([100, 50, 200], "one") == [1.0, 1.0, 1.0]
+    assert layer_gammas([100, 50, 200], "rank-width") == [400.0, 100.0, 1600.0]
     with pytest.raises(UserError):
         layer_gammas([3], "cubic")
 
@@ -174,7 +175,7 @@ def test_natural_training_learns_a_separable_problem():
     history = train_model(model, x, y, cfg, progress=False,
                           on_epoch_end=lambda e, m, h: seen.append((e, m.training)))
     assert [h["epoch"] for h in history] == list(range(1, 16))
-    assert set(history[0]) == {"epoch", "loss", "train_acc", "time_s"}
+    assert set(history[0]) == {"epoch", "loss", "train_acc", "lr", "time_s"}
     assert seen == [(e, False) for e in range(1, 16)]
     assert history[-1]["loss"] < history[0]["loss"]
     assert history[-1]["train_acc"] > 0.95
@@ -226,3 +227,72 @@ def test_trainer_rejects_bad_data():
     with pytest.raises(UserError):
         train_model(model, torch.rand(10, 1, 20), torch.rand(10), TrainConfig(epochs=1),
                     progress=False)
+
+
+def test_a_resumed_run_ends_where_an_uninterrupted_one_does():
+    """Stop after epoch 2 of 4 (the state is all a restart gets), resume: same weights."""
+    xs, ys = _separable(n=300)
+    cfg = TrainConfig(method="madry+nbc", epochs=4, batch_size=64, lr=1e-2, eps=0.05,
+                      pgd_steps=2, nbc_k=2, lr_schedule="cosine", val_split=0.2)
+    full = _mlp(seed=1)
+    h_full = train_model(full, xs, ys, cfg, progress=False)
+
+    states = []
+    first = _mlp(seed=1)
+
+    class Stop(Exception):
+        pass
+
+    def keep(state):
+        states.append(state)
+        if state.epoch == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train_model(first, xs, ys, cfg, progress=False, on_state=keep)
+    torch.manual_seed(123)  # the restart's own global RNG state must not matter
+    resumed = _mlp(seed=7)  # nor its initial weights
+    h_res = train_model(resumed, xs, ys, cfg, progress=False, resume=states[-1])
+    for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+    assert [h["loss"] for h in h_full] == [h["loss"] for h in h_res]
+    assert all("val_acc" in h for h in h_res)
+
+
+def test_lr_schedules_and_validation_split():
+    xs, ys = _separable(n=200)
+    for schedule, last in (("constant", 1e-2), ("step", 1e-4)):
+        cfg = TrainConfig(epochs=4, batch_size=50, lr=1e-2, lr_schedule=schedule,
+                          val_split=0.25)
+        h = train_model(_mlp(), xs, ys, cfg, progress=False)
+        assert h[-1]["lr"] == pytest.approx(last)
+        assert 0 <= h[-1]["val_acc"] <= 1
+    with pytest.raises(UserError):
+        TrainConfig(val_split=1.0)
+    with pytest.raises(UserError):
+        TrainConfig(lr_schedule="warp")
+
+
+def test_augmentation_crops_and_flips_within_the_padding():
+    from verifriend.train.trainer import augment_batch
+
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8) + 1
+    out = augment_batch(x.repeat(50, 1, 1, 1), torch.Generator().manual_seed(0))
+    assert out.shape == (100, 3, 8, 8)
+    # every output pixel is zero padding or a pixel of the same image and channel
+    for i in range(0, 100, 7):
+        src = x[i % 2]
+        for c in range(3):
+            vals = set(out[i, c].flatten().tolist()) - {0.0}
+            assert vals <= set(src[c].flatten().tolist())
+    # both flips and several offsets occur
+    assert len({tuple(o[0, 4].tolist()) for o in out[::2]}) > 5
+
+
+def test_method_sums_and_their_weights():
+    cfg = TrainConfig(method="madry+nbc", method_weights=[1.0, 0.5])
+    assert cfg.methods == ["madry", "nbc"]
+    for bad in ({"method": "madry+magic"}, {"method": "madry+nbc", "method_weights": [1.0]},
+                {"method": "nbc", "method_weights": [-1.0]}):
+        with pytest.raises(UserError):
+            TrainConfig.from_dict(bad)

@@ -68,27 +68,34 @@ def demo(
 @user_errors
 def train(
     out: Annotated[Path, typer.Option(help="Output directory: model.pt and model.train.json.")],
-    method: Annotated[str, typer.Option(help="Training method: natural | nbc.")] = "natural",
+    method: Annotated[list[str], typer.Option(help="Training method: natural | madry | trades | rs | nbc | ibp | crown-ibp; repeat it to train on the sum of several losses.")] = ["natural"],  # noqa: B006
     arch: Annotated[str, typer.Option(help="Zoo architecture (see `verifriend zoo`).")] = "cnn_4layer",
     dataset: Annotated[str, typer.Option(help="Data set: mnist-embedded, mnist, fashion-mnist, cifar10.")] = "mnist-embedded",
     data_dir: DataDir = None,
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = 10,
-    eps: Annotated[float, typer.Option(help="Training radius (pixel space), used by NBC.")] = 0.1,
+    eps: Annotated[float, typer.Option(help="Training radius (pixel space) of the robust methods.")] = 0.1,
     lr: Annotated[float, typer.Option(help="Learning rate.")] = 1e-4,
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 128,
     limit: Annotated[int | None, typer.Option(help="Use only the first N training examples.")] = None,
     seed: int = 0,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    restart: Annotated[bool, typer.Option(help="Start over even if --out holds an unfinished run.")] = False,
+    recipe: Annotated[Path | None, typer.Option(help="YAML recipe of phases trained one after another (e.g. RS, then RS+NBC); each phase's settings override these options.")] = None,
 ) -> None:
-    """Train a zoo architecture with a (verification-friendly) training method."""
+    """Train a zoo architecture with a (verification-friendly) training method.
+
+    A run started again with the same --out and options resumes after its last finished epoch."""
     from verifriend.data import load_dataset
     from verifriend.train import TrainConfig
+    from verifriend.train.recipe import load_recipe
     from verifriend.workflows import train_and_save
 
-    cfg = TrainConfig.from_dict({"method": method, "epochs": epochs, "eps": eps, "lr": lr, "batch_size": batch_size,
+    cfg = TrainConfig.from_dict({"method": "+".join(method), "epochs": epochs, "eps": eps, "lr": lr, "batch_size": batch_size,
                                      "limit": limit, "seed": seed, "device": device})
+    if recipe is not None:
+        cfg = load_recipe(recipe, cfg)
     data = load_dataset(dataset, data_dir)
-    _, ckpt, history = train_and_save(arch, data, cfg, out)
+    _, ckpt, history = train_and_save(arch, data, cfg, out, restart=restart)
     last = history[-1]
     console.print(f"wrote {ckpt} (train acc {100 * last['train_acc']:.1f}%, "
                   f"{last['total_time_s']:.0f} s)")

@@ -46,7 +46,8 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
         console.print(f"\n[bold]{method}[/] training, {cfg.epochs} epochs, train eps {cfg.train_eps}")
         tcfg = TrainConfig(method=method, epochs=cfg.epochs, lr=cfg.lr, eps=cfg.train_eps,
                            seed=cfg.seed)
-        model, ckpt, history = train_and_save(cfg.arch, data, tcfg, out, name=method)
+        model, ckpt, history = train_and_save(cfg.arch, data, tcfg, out, name=method,
+                                              restart=True)
         console.print(f"evaluating {len(idx)} properties at eps {cfg.eval_eps} ...")
         metrics = evaluate_friendliness(model, data.x_test, data.y_test, idx, cfg.eval_eps)
         models[method] = {**metrics.to_dict(), "train_time_s": history[-1]["total_time_s"],

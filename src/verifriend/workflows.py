@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from verifriend.metrics import evaluate_friendliness
 from verifriend.metrics.report import write_json_atomic
 from verifriend.models import build_model, load_model, save_model
 from verifriend.train import TrainConfig, train_model
+from verifriend.train.trainer import TrainState
 
 
 def check_eps(eps: float, name: str = "eps") -> None:
@@ -25,43 +27,101 @@ def check_eps(eps: float, name: str = "eps") -> None:
 def train_and_save(
     arch: str,
     data: Dataset,
-    cfg: TrainConfig,
+    cfg: TrainConfig | list[TrainConfig],
     out_dir: str | Path,
     *,
     name: str = "model",
     progress: bool = True,
+    restart: bool = False,
 ) -> tuple[nn.Module, Path, list[dict]]:
     """Build ``arch`` for ``data``, train it with ``cfg``, checkpoint every epoch.
 
-    Writes ``out_dir/<name>.pt`` (after every epoch, atomically) and
-    ``out_dir/<name>.train.json`` with the config and the per-epoch history.
+    ``cfg`` may be a list of phases (a recipe: "RS for 2 epochs, then RS+NBC"), trained
+    one after another on the same weights, each with its own optimizer and schedules;
+    history entries then name their ``phase``. Writes ``out_dir/<name>.pt`` (after every
+    epoch, atomically), ``out_dir/<name>.train.json`` with the config and the per-epoch
+    history, and ``out_dir/<name>.state.pt`` (the training state). A run started again
+    on the same directory with the same arch, data set and config resumes after the last
+    finished epoch and ends with the same weights as an uninterrupted run; a different
+    config there is refused (choose another directory), unless ``restart`` (start over).
     """
-    check_eps(cfg.eps, "training eps")
+    phases = cfg if isinstance(cfg, list) else [cfg]
+    if not phases:
+        raise UserError("a recipe needs at least one phase.")
+    for p in phases:
+        check_eps(p.eps, "training eps")
+    config = phases[0].to_dict() if len(phases) == 1 else {
+        "phases": [p.to_dict() for p in phases]}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)  # the initial weights are part of what a seed fixes
+    torch.manual_seed(phases[0].seed)  # the initial weights are part of what a seed fixes
     model = build_model(arch, data.input_shape, data.num_classes, data.mean, data.std)
     ckpt = out_dir / f"{name}.pt"
     meta = {"arch": arch, "input_shape": data.input_shape, "num_classes": data.num_classes,
-                "dataset": data.name, "mean": data.mean, "std": data.std, "config": cfg.to_dict()}
-    history: list[dict] = []
-
-    def on_epoch_end(epoch: int, m: nn.Module, stats: dict) -> None:
-        history.append(stats)
-        save_model(m, ckpt, **meta, metrics={"history": history})
-        write_json_atomic(out_dir / f"{name}.train.json",
-                          {"arch": arch, "dataset": data.display_name, "config": cfg.to_dict(),
-                           "history": history, "checkpoint": str(ckpt)})
-
-    x, y = data.x_train, data.y_train
-    if cfg.limit is not None:
-        x, y = x[: cfg.limit], y[: cfg.limit]
+            "dataset": data.name, "mean": data.mean, "std": data.std, "config": config}
+    state_path = out_dir / f"{name}.state.pt"
+    saved = None if restart else _load_state(state_path, meta)
+    history: list[dict] = [] if saved is None else [dict(h) for h in saved[1].history]
     start = time.perf_counter()
-    train_model(model, x, y, cfg, progress=progress, on_epoch_end=on_epoch_end)
+    first_phase = 0 if saved is None else saved[0]
+    for k in range(first_phase, len(phases)):
+        pcfg = phases[k]
+        resume = None
+        if saved is not None and k == saved[0]:
+            # the saved history covers earlier phases too; train_model wants this phase's
+            resume = dataclasses.replace(saved[1], history=[
+                h for h in saved[1].history if h.get("phase", 1) == k + 1])
+
+        def on_state(state: TrainState, k=k) -> None:
+            entry = dict(state.history[-1])
+            if len(phases) > 1:
+                entry["phase"] = k + 1
+            full = dataclasses.replace(state, history=[*history, entry])
+            tmp = state_path.with_suffix(".tmp")
+            torch.save({"meta": _state_key(meta), "phase": k,
+                        "state": dataclasses.asdict(full)}, tmp)
+            tmp.replace(state_path)
+
+        def on_epoch_end(epoch: int, m: nn.Module, stats: dict, k=k) -> None:
+            if len(phases) > 1:
+                stats["phase"] = k + 1
+            history.append(stats)
+            save_model(m, ckpt, **meta, metrics={"history": history})
+            write_json_atomic(out_dir / f"{name}.train.json",
+                              {"arch": arch, "dataset": data.display_name, "config": config,
+                               "history": history, "checkpoint": str(ckpt)})
+
+        x, y = data.x_train, data.y_train
+        if pcfg.limit is not None:
+            x, y = x[: pcfg.limit], y[: pcfg.limit]
+        # a later phase starts from the weights the previous one left
+        train_model(model, x, y, pcfg, progress=progress, on_epoch_end=on_epoch_end,
+                    resume=resume, on_state=on_state)
     history[-1]["total_time_s"] = time.perf_counter() - start
     model.to("cpu").eval()
     save_model(model, ckpt, **meta, metrics={"history": history})
     return model, ckpt, history
+
+
+def _state_key(meta: dict) -> dict:
+    """What must match for a saved training state to be resumed."""
+    return {k: meta[k] for k in ("arch", "dataset", "config")}
+
+
+def _load_state(path: Path, meta: dict) -> tuple[int, TrainState] | None:
+    """(phase, training state) saved at ``path`` for this run, or None when there is none."""
+    if not path.exists():
+        return None
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+        key, state = saved["meta"], (saved["phase"], TrainState(**saved["state"]))
+    except Exception as exc:  # a torn or foreign file: say so rather than guess
+        raise UserError(f"{path} is not a training state verifriend can read ({exc}); "
+                        "delete it to start over.") from exc
+    if key != _state_key(meta):
+        raise UserError(f"{path.parent} holds a run with another arch, data set or config; "
+                        "use another --out directory (or delete it) to start a new run.")
+    return state
 
 
 def evaluate_checkpoint(

@@ -1,6 +1,7 @@
 """Training: one loop (``train_model``) with one loss function per method."""
 
 from verifriend.train.config import METHODS, TrainConfig
+from verifriend.train.losses import LOSSES, natural_loss
 from verifriend.train.nbc import (
     find_nbc_neighbour,
     hidden_preactivations,
@@ -9,7 +10,7 @@ from verifriend.train.nbc import (
     nbc_loss,
     nbc_score,
 )
-from verifriend.train.trainer import LOSSES, natural_loss, train_model
+from verifriend.train.trainer import train_model
 
 __all__ = [
     "LOSSES",

@@ -10,10 +10,11 @@ import torch
 
 from verifriend.errors import UserError
 
-# Training methods with a loss function in ``trainer.LOSSES``; keep the two in step.
-METHODS = ("natural", "nbc")
+# Training methods with a loss function in ``losses.LOSSES``; keep the two in step.
+METHODS = ("natural", "madry", "trades", "rs", "nbc", "ibp", "crown-ibp")
 OPTIMIZERS = ("adam", "sgd")
-GAMMA_VARIANTS = ("rank", "one")
+LR_SCHEDULES = ("constant", "cosine", "step")
+GAMMA_VARIANTS = ("rank", "one", "rank-width")
 
 
 def _is_int(v: Any) -> bool:
@@ -28,16 +29,28 @@ def _is_num(v: Any) -> bool:
 class TrainConfig:
     """Hyper-parameters of one training run; invalid values raise ``UserError``."""
 
-    method: str = "natural"  # "natural" | "nbc"
+    method: str = "natural"  # one of METHODS, or several joined by "+" (a weighted sum)
+    method_weights: list[float] | None = None  # weights of a sum; None -> 1 each
     epochs: int = 10
     batch_size: int = 128
     lr: float = 1e-4
     optimizer: str = "adam"  # "adam" | "sgd" (momentum 0.9)
+    lr_schedule: str = "constant"  # "constant" | "cosine" (to 0) | "step" (x0.1 at 50%, 75%)
+    val_split: float = 0.0  # share of the training set held out for validation accuracy
+    augment: bool = False  # random crop (4-pixel padding) + horizontal flip, for CIFAR-10
     eps: float = 0.1  # training radius in pixel space
     nbc_k: int = 10  # sign steps to find the neighbour x'
     nbc_alpha: float | None = None  # step size of that search; None -> eps / 10
     nbc_beta: float = 1.0  # weight of the NBC term
-    nbc_gamma: str = "rank"  # "rank": gamma_i = 2^rank(width_i); "one": gamma_i = 1
+    # "rank": gamma_i = 2^rank(width_i); "one": 1; "rank-width": 2^rank(width_i) * width_i
+    nbc_gamma: str = "rank"
+    pgd_steps: int = 10  # PGD-like training (madry, trades, rs): attack steps
+    pgd_alpha: float | None = None  # their step size; None -> eps / 10
+    trades_beta: float = 6.0
+    rs_weight: float = 0.01  # weight of the ReLU-stability penalty (ramped up with eps)
+    l1_weight: float = 2e-5  # L1 weight penalty of the rs method
+    ramp: float = 0.5  # share of training over which eps / kappa / weights are ramped
+    kappa_end: float = 0.5  # certified training: weight of the clean CE at the end
     seed: int = 0
     device: str = "cpu"
     limit: int | None = None  # use only the first N training examples
@@ -46,8 +59,20 @@ class TrainConfig:
         self._validate()
 
     def _validate(self) -> None:
-        for name, options in (("method", METHODS), ("optimizer", OPTIMIZERS),
-                              ("nbc_gamma", GAMMA_VARIANTS)):
+        if not isinstance(self.method, str):
+            raise UserError("method must be a string such as 'nbc' or 'madry+nbc'.")
+        for part in self.methods:
+            if part not in METHODS:
+                raise UserError(f"Unknown method {part!r}; choose one of {', '.join(METHODS)} "
+                                "(or several joined by '+').")
+        if self.method_weights is not None and (
+                not isinstance(self.method_weights, list)
+                or len(self.method_weights) != len(self.methods)
+                or not all(_is_num(w) and w >= 0 for w in self.method_weights)):
+            raise UserError(f"method_weights must list {len(self.methods)} number(s) >= 0, one "
+                            f"per method of {self.method!r}.")
+        for name, options in (("optimizer", OPTIMIZERS), ("nbc_gamma", GAMMA_VARIANTS),
+                              ("lr_schedule", LR_SCHEDULES)):
             value = getattr(self, name)
             if value not in options:
                 raise UserError(f"Unknown {name} {value!r}; choose one of {', '.join(options)}.")
@@ -62,6 +87,20 @@ class TrainConfig:
             (self.nbc_alpha is None or (_is_num(self.nbc_alpha) and self.nbc_alpha > 0),
              "nbc_alpha must be a positive number or null."),
             (_is_num(self.nbc_beta) and self.nbc_beta >= 0, "nbc_beta must be a number >= 0."),
+            (_is_int(self.pgd_steps) and self.pgd_steps >= 0,
+             "pgd_steps must be an integer >= 0."),
+            (self.pgd_alpha is None or (_is_num(self.pgd_alpha) and self.pgd_alpha > 0),
+             "pgd_alpha must be a positive number or null."),
+            (_is_num(self.trades_beta) and self.trades_beta >= 0,
+             "trades_beta must be a number >= 0."),
+            (_is_num(self.rs_weight) and self.rs_weight >= 0, "rs_weight must be a number >= 0."),
+            (_is_num(self.l1_weight) and self.l1_weight >= 0, "l1_weight must be a number >= 0."),
+            (_is_num(self.ramp) and 0 <= self.ramp <= 1, "ramp must be a number in [0, 1]."),
+            (_is_num(self.kappa_end) and 0 <= self.kappa_end <= 1,
+             "kappa_end must be a number in [0, 1]."),
+            (_is_num(self.val_split) and 0 <= self.val_split < 1,
+             "val_split must be a number in [0, 1)."),
+            (isinstance(self.augment, bool), "augment must be true or false."),
             (_is_int(self.seed), "seed must be an integer."),
             (self.limit is None or (_is_int(self.limit) and self.limit >= 1),
              "limit must be an integer >= 1 or null."),
@@ -73,6 +112,11 @@ class TrainConfig:
             torch.device(self.device)
         except (RuntimeError, TypeError) as exc:
             raise UserError(f"Unknown device {self.device!r}.") from exc
+
+    @property
+    def methods(self) -> list[str]:
+        """The methods of ``method`` ("madry+nbc" -> ["madry", "nbc"])."""
+        return [m.strip() for m in self.method.split("+")]
 
     @property
     def alpha(self) -> float:
@@ -94,7 +138,8 @@ class TrainConfig:
             raise UserError(f"Unknown training config key(s): {', '.join(map(str, unknown))}.")
         values = dict(d)
         # YAML writes 1e-3 as a string unless it has a dot; accept numeric strings for floats
-        for key in ("lr", "eps", "nbc_alpha", "nbc_beta"):
+        for key in ("lr", "eps", "nbc_alpha", "nbc_beta", "pgd_alpha", "trades_beta",
+                    "rs_weight", "l1_weight", "ramp", "kappa_end", "val_split"):
             if isinstance(values.get(key), str):
                 try:
                     values[key] = float(values[key])

@@ -46,14 +46,16 @@ def hidden_preactivations(model: nn.Module, x: Tensor) -> tuple[Tensor, list[Ten
 
 
 def layer_gammas(widths: Sequence[int], variant: str = "rank") -> list[float]:
-    """Layer weights' denominators: ``2^rank(width)`` (dense, smallest = 1) or all ones."""
+    """Layer weights' denominators: ``2^rank(width)`` (dense rank, smallest = 1), all ones,
+    or ``2^rank(width) * width`` ("rank-width"), the variants the NBC paper ablates."""
     if variant not in GAMMA_VARIANTS:
         raise UserError(f"Unknown NBC gamma variant {variant!r}; choose one of "
                         f"{', '.join(GAMMA_VARIANTS)}.")
     if variant == "one":
         return [1.0] * len(widths)
     rank = {w: r for r, w in enumerate(sorted(set(widths)), start=1)}
-    return [float(2 ** rank[w]) for w in widths]
+    scale = (lambda w: float(w)) if variant == "rank-width" else (lambda w: 1.0)
+    return [float(2 ** rank[w]) * scale(w) for w in widths]
 
 
 def _score_from_parts(logits: Tensor, pre: list[Tensor], logits_p: Tensor, pre_p: list[Tensor],

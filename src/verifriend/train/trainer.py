@@ -1,38 +1,77 @@
-"""One training loop for every method; the method only picks the loss function."""
+"""One training loop for every method; the method only picks the loss function.
+
+The loop holds out ``val_split`` of the training set (a seeded permutation) for a
+validation accuracy per epoch, follows ``lr_schedule``, passes each loss the share of
+training done (for eps / kappa / weight ramps), augments CIFAR-like images when asked,
+and can stop after any epoch and resume from :class:`TrainState` with the same result
+as an uninterrupted run: the state holds the weights, the optimizer, every random
+generator and the history.
+"""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import Tensor, nn
 
 from verifriend.errors import UserError
 from verifriend.train.config import TrainConfig
-from verifriend.train.nbc import nbc_loss
-
-# fn(model, x, y, cfg, *, generator) -> (scalar loss, clean logits f(x))
-LossFn = Callable[..., tuple[Tensor, Tensor]]
-
-
-def natural_loss(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig, *,
-                 generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-    """Plain cross-entropy on clean inputs."""
-    logits = model(x)
-    return F.cross_entropy(logits, y), logits
-
-
-# New methods register here (and in config.METHODS).
-LOSSES: dict[str, LossFn] = {"natural": natural_loss, "nbc": nbc_loss}
+from verifriend.train.losses import loss_for
 
 
 def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=cfg.lr)
     return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9)
+
+
+def _lr_factor(cfg: TrainConfig, done: float) -> float:
+    """The learning-rate multiplier after ``done`` (share of training) under ``lr_schedule``."""
+    if cfg.lr_schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * done))
+    if cfg.lr_schedule == "step":
+        return 0.1 ** ((done >= 0.5) + (done >= 0.75))
+    return 1.0
+
+
+def augment_batch(x: Tensor, generator: torch.Generator) -> Tensor:
+    """Random crop with 4-pixel zero padding and a random horizontal flip, per image."""
+    B, _, H, W = x.shape
+    padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
+    dy = torch.randint(0, 9, (B,), generator=generator, device=x.device)
+    dx = torch.randint(0, 9, (B,), generator=generator, device=x.device)
+    rows = (dy[:, None] + torch.arange(H, device=x.device))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(W, device=x.device))[:, None, None, :]
+    flip = torch.rand(B, generator=generator, device=x.device) < 0.5
+    cols = torch.where(flip[:, None, None, None], cols.flip(-1), cols)
+    b = torch.arange(B, device=x.device)[:, None, None, None]
+    c = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+    return padded[b, c, rows, cols]
+
+
+def split_validation(n: int, cfg: TrainConfig) -> tuple[Tensor, Tensor]:
+    """Seeded (training, validation) index split of n examples by ``val_split``."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed + 7))
+    n_val = round(cfg.val_split * n)
+    if n_val and n - n_val < 1:
+        raise UserError("val_split leaves no training examples.")
+    return perm[n_val:].sort().values, perm[:n_val].sort().values
+
+
+@dataclass
+class TrainState:
+    """Everything a resumed run needs: epochs done, weights, optimizer, generators, history."""
+
+    epoch: int
+    model: dict
+    optimizer: dict
+    rng: dict
+    history: list[dict] = field(default_factory=list)
 
 
 def _device(name: str) -> torch.device:
@@ -58,34 +97,52 @@ def _training_data(x: Tensor, y: Tensor, cfg: TrainConfig, dev: torch.device
 
 def train_model(model: nn.Module, x_train: Tensor, y_train: Tensor, cfg: TrainConfig, *,
                 progress: bool = True,
-                on_epoch_end: Callable[[int, nn.Module, dict], None] | None = None
+                on_epoch_end: Callable[[int, nn.Module, dict], None] | None = None,
+                resume: TrainState | None = None,
+                on_state: Callable[[TrainState], None] | None = None,
                 ) -> list[dict]:
     """Train ``model`` in place with ``cfg.method``; return one history dict per epoch.
 
     History entries: ``epoch`` (1-based), ``loss`` and ``train_acc`` (means over
-    the epoch's batches, accuracy on clean inputs), ``time_s``. Seeds are fixed by
-    ``cfg.seed``, so equal inputs give equal weights. ``on_epoch_end(epoch, model,
-    entry)`` sees the model in eval mode; the model is left in eval mode.
+    the epoch's batches, accuracy on clean inputs), ``val_acc`` (with ``val_split``),
+    ``lr``, ``time_s``. Seeds are fixed by ``cfg.seed``, so equal inputs give equal
+    weights. ``on_epoch_end(epoch, model, entry)`` sees the model in eval mode;
+    ``on_state(state)`` receives the :class:`TrainState` after every epoch (save it to
+    resume: pass it back as ``resume``, with the same config and data). The model is
+    left in eval mode.
     """
-    loss_fn = LOSSES.get(cfg.method)
-    if loss_fn is None:
-        raise UserError(f"Training method {cfg.method!r} has no loss function.")
+    loss_fn = loss_for(cfg)
     dev = _device(cfg.device)
     x, y = _training_data(x_train, y_train, cfg, dev)
+    tr, va = split_validation(x.shape[0], cfg)
+    x_val, y_val = x[va.to(dev)], y[va.to(dev)]
+    x, y = x[tr.to(dev)], y[tr.to(dev)]
+    if cfg.augment and (x.dim() != 4 or x.shape[-1] < 2):
+        raise UserError("augment needs images (N, C, H, W).")
     torch.manual_seed(cfg.seed)
     model.to(dev)
     optimizer = _make_optimizer(model, cfg)
     shuffle_gen = torch.Generator().manual_seed(cfg.seed)
     # perturbations are drawn on the training device, so their generator lives there
     noise_gen = torch.Generator(device=dev).manual_seed(cfg.seed + 1)
+    history: list[dict] = []
+    first = 1
+    if resume is not None:
+        model.load_state_dict(resume.model)
+        optimizer.load_state_dict(resume.optimizer)
+        shuffle_gen.set_state(resume.rng["shuffle"])
+        noise_gen.set_state(resume.rng["noise"])
+        torch.set_rng_state(resume.rng["torch"])
+        history = [dict(h) for h in resume.history]
+        first = resume.epoch + 1
     n = x.shape[0]
     n_batches = (n + cfg.batch_size - 1) // cfg.batch_size
-    history: list[dict] = []
+    total_steps = cfg.epochs * n_batches
 
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), TextColumn("{task.fields[stats]}"), disable=not progress)
     with bar:
-        for epoch in range(1, cfg.epochs + 1):
+        for epoch in range(first, cfg.epochs + 1):
             task = bar.add_task(f"{cfg.method} epoch {epoch}/{cfg.epochs}", total=n_batches,
                                 stats="")
             model.train()
@@ -96,7 +153,13 @@ def train_model(model: nn.Module, x_train: Tensor, y_train: Tensor, cfg: TrainCo
             for b in range(n_batches):
                 idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
                 xb, yb = x[idx], y[idx]
-                loss, logits = loss_fn(model, xb, yb, cfg, generator=noise_gen)
+                if cfg.augment:
+                    xb = augment_batch(xb, noise_gen)
+                done = ((epoch - 1) * n_batches + b) / total_steps
+                lr = cfg.lr * _lr_factor(cfg, done)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                loss, logits = loss_fn(model, xb, yb, cfg, generator=noise_gen, progress=done)
                 if not torch.isfinite(loss):
                     raise UserError(f"The training loss became {loss.item()} in epoch {epoch}; "
                                     "lower the learning rate.")
@@ -110,10 +173,37 @@ def train_model(model: nn.Module, x_train: Tensor, y_train: Tensor, cfg: TrainCo
                     bar.update(task, advance=1, stats=f"loss {loss_sum.item() / seen:.4f}  "
                                                       f"acc {correct.item() / seen:.3f}")
             entry = {"epoch": epoch, "loss": loss_sum.item() / n, "train_acc": correct.item() / n,
-                     "time_s": time.perf_counter() - start}
-            history.append(entry)
+                     "lr": lr, "time_s": time.perf_counter() - start}
             model.eval()
+            if x_val.shape[0]:
+                entry["val_acc"] = _accuracy(model, x_val, y_val, cfg.batch_size)
+            history.append(entry)
+            if on_state is not None:
+                on_state(TrainState(epoch, _copy(model.state_dict()),
+                                    _copy(optimizer.state_dict()),
+                                    {"shuffle": shuffle_gen.get_state(),
+                                     "noise": noise_gen.get_state(),
+                                     "torch": torch.get_rng_state()},
+                                    [dict(h) for h in history]))
             if on_epoch_end is not None:
                 on_epoch_end(epoch, model, entry)
     model.eval()
     return history
+
+
+def _accuracy(model: nn.Module, x: Tensor, y: Tensor, batch: int) -> float:
+    with torch.no_grad():
+        right = sum(int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum())
+                    for i in range(0, x.shape[0], batch))
+    return right / x.shape[0]
+
+
+def _copy(tree):
+    """A deep copy of a state dict (tensors cloned), so later steps do not change it."""
+    if isinstance(tree, Tensor):
+        return tree.detach().clone()
+    if isinstance(tree, dict):
+        return {k: _copy(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_copy(v) for v in tree]
+    return tree
