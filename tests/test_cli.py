@@ -27,7 +27,8 @@ def assert_user_error(result, *words: str):
 
 
 @pytest.mark.parametrize(
-    "cmd", ["demo", "train", "evaluate", "export", "zoo", "bounds", "vnncomp", "verify"]
+    "cmd", ["demo", "train", "evaluate", "export", "zoo", "bounds", "vnncomp", "verify",
+            "experiment"]
 )
 def test_every_command_has_help_with_example(cmd):
     r = run(cmd, "--help")
@@ -76,7 +77,7 @@ def test_train_evaluate_export_round_trip(tmp_path):
     assert train_json["config"]["method"] == "nbc" and len(train_json["history"]) == 1
 
     r = run("evaluate", str(ckpt), "--eps", "0.01", "--eps", "0.05", "--per-class", "2",
-            "--pgd-steps", "5", "--json")
+            "--pgd-steps", "5", "--timeout", "5", "--json")
     assert r.exit_code == 0, r.output
     res = json.loads(r.output)
     assert [x["eps"] for x in res["results"]] == [0.01, 0.05]
@@ -84,6 +85,12 @@ def test_train_evaluate_export_round_trip(tmp_path):
         assert x["n_properties"] == 20
         assert 0 <= x["pgd_acc"] <= x["clean_acc"] <= 100
         assert x["proved_ibp_pct"] <= x["proved_crown_pct"] <= 100
+        # the complete verifier: every property decided or timed out, and a proof by CROWN
+        # is a proof (the misclassified ones are neither)
+        total = x["unsat_pct"] + x["sat_pct"] + x["timeout_pct"] + x["misclassified_pct"]
+        assert abs(total - 100) < 1e-6
+        assert x["unsat_pct"] >= x["proved_crown_pct"] - 1e-6
+        assert x["verify_time_s"] >= 0 and (out / f"model.eps{x['eps']:g}.t5.verify.jsonl").exists()
     # a larger radius can only make stability and proofs rarer
     assert res["results"][1]["stable_pct"] <= res["results"][0]["stable_pct"]
 

@@ -98,29 +98,54 @@ def train(
     _, ckpt, history = train_and_save(arch, data, cfg, out, restart=restart)
     last = history[-1]
     console.print(f"wrote {ckpt} (train acc {100 * last['train_acc']:.1f}%, "
-                  f"{last['total_time_s']:.0f} s)")
+                  f"{sum(h['time_s'] for h in history):.0f} s of training)")
 
 
-@app.command(epilog="Example: verifriend evaluate runs/nbc/model.pt --eps 0.02 --eps 0.05 --per-class 10 --json")
+@app.command(epilog="Example: verifriend evaluate runs/nbc/model.pt --eps 0.02 --eps 0.05 --per-class 10 --timeout 30 --json")
 @user_errors
 def evaluate(
     model: Annotated[Path, typer.Argument(help="A .pt written by `verifriend train`.")],
     eps: Annotated[list[float], typer.Option(help="Verification radius; repeat for several.")] = [0.05],  # noqa: B006
     per_class: Annotated[int, typer.Option(help="Test properties per class.")] = 10,
     pgd_steps: Annotated[int, typer.Option(help="PGD steps for PGD accuracy.")] = 100,
+    timeout: Annotated[float, typer.Option(help="Seconds per property for the complete verifier (UNSAT %, time); 0 skips it.")] = 0.0,
     data_dir: DataDir = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """Measure clean/PGD accuracy, stable-neuron ratio and properties proved by IBP/CROWN."""
+    """Measure clean/PGD accuracy, stable-neuron ratios, properties proved by IBP/CROWN and,
+    with --timeout, by the complete verifier (UNSAT/SAT/timeout %, time, time over UNSAT+timeout).
+
+    The verifier's per-property log sits next to the model, so an interrupted run resumes."""
     from verifriend.metrics.report import comparison_table
     from verifriend.workflows import evaluate_checkpoint
 
-    result = evaluate_checkpoint(model, eps, per_class=per_class, data_dir=data_dir, pgd_steps=pgd_steps)
+    result = evaluate_checkpoint(model, eps, per_class=per_class, data_dir=data_dir, pgd_steps=pgd_steps,
+                                 timeout=timeout, progress=not json_out)
     if json_out:
         print(json.dumps(result, indent=2))
     else:
         cols = {f"eps={r['eps']}": r for r in result["results"]}
         console.print(comparison_table(cols, f"{result['arch']} on {result['dataset']}"))
+
+
+@app.command(epilog="Example: verifriend experiment experiments/rq1_mnist_reduced.yaml --out runs/rq1")
+@user_errors
+def experiment(
+    recipe: Annotated[Path, typer.Argument(help="Experiment recipe (YAML): data set, arch, methods, evaluation.")],
+    out: Annotated[Path, typer.Option(help="Output directory: one folder per method, results.json, table.md, results.csv, plots.")],
+    dataset: Annotated[str | None, typer.Option(help="Run the recipe on another data set (e.g. fashion-mnist, cifar10).")] = None,
+    arch: Annotated[str | None, typer.Option(help="Run the recipe with another zoo architecture.")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Train every method of a recipe and compare their verification-friendliness (the NBC
+    paper's protocol: UNSAT %, Stable %, Time, Time over UNSAT+timeout, PGD and clean accuracy).
+
+    Running the same command again resumes an interrupted experiment."""
+    from verifriend.experiment import load_experiment, run_experiment
+
+    exp = load_experiment(recipe, dataset=dataset, arch=arch)
+    run_experiment(exp, out, data_dir=data_dir, console=console)
+    console.print(f"wrote {out / 'table.md'}, {out / 'results.csv'} and the plots")
 
 
 @app.command(epilog="Example: verifriend export runs/nbc/model.pt runs/nbc/model.onnx")

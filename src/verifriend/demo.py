@@ -11,7 +11,7 @@ from verifriend.data import load_dataset, select_per_class
 from verifriend.metrics import evaluate_friendliness
 from verifriend.metrics.report import bar_chart, comparison_table, markdown_table, write_json_atomic
 from verifriend.train import TrainConfig
-from verifriend.workflows import check_eps, train_and_save
+from verifriend.workflows import check_eps, complete_verification, train_and_save
 
 
 @dataclass
@@ -77,15 +77,6 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
 
 def _complete_verification(cfg: DemoConfig, ckpt: Path, jsonl: Path) -> dict:
     """The complete verifier on the demo's properties (a resumable campaign)."""
-    from verifriend.verify.campaign import run_campaign
-
     jsonl.unlink(missing_ok=True)  # the model was just trained: start the campaign afresh
-    res = run_campaign(ckpt, eps=cfg.eval_eps, timeout=cfg.verify_timeout,
-                       per_class=cfg.per_class, data_dir=cfg.data_dir, out_jsonl=jsonl,
-                       seed=cfg.seed)
-    s = res.summary
-    return {"unsat_pct": s["unsat_pct"], "sat_pct": s["sat_pct"],
-            "timeout_pct": s["timeout_pct"], "misclassified_pct": s["misclassified_pct"],
-            "verify_time_s": s["mean_time_s"],
-            "verify_time_unsat_timeout_s": s["mean_time_unsat_timeout_s"],
-            "verify_log": str(jsonl)}
+    return complete_verification(ckpt, cfg.eval_eps, cfg.verify_timeout, cfg.per_class, jsonl,
+                                 data_dir=cfg.data_dir, seed=cfg.seed)

@@ -62,6 +62,12 @@ def train_and_save(
     state_path = out_dir / f"{name}.state.pt"
     saved = None if restart else _load_state(state_path, meta)
     history: list[dict] = [] if saved is None else [dict(h) for h in saved[1].history]
+    if (saved is not None and saved[0] == len(phases) - 1
+            and saved[1].epoch == phases[-1].epochs and ckpt.exists()):
+        # finished before: leave the files alone (a verification campaign keyed to the
+        # checkpoint's bytes may be resumed next)
+        done, _ = load_model(ckpt)
+        return done, ckpt, history
     start = time.perf_counter()
     first_phase = 0 if saved is None else saved[0]
     for k in range(first_phase, len(phases)):
@@ -124,6 +130,23 @@ def _load_state(path: Path, meta: dict) -> tuple[int, TrainState] | None:
     return state
 
 
+def complete_verification(ckpt: str | Path, eps: float, timeout: float, per_class: int,
+                          jsonl: str | Path, *, data_dir: str | None = None, seed: int = 0,
+                          progress: bool = True) -> dict:
+    """The complete verifier on ``per_class`` test images per class (a resumable campaign
+    logged to ``jsonl``): UNSAT / SAT / timeout %, mean time, mean time over UNSAT+timeout."""
+    from verifriend.verify.campaign import run_campaign
+
+    res = run_campaign(ckpt, eps=eps, timeout=timeout, per_class=per_class, data_dir=data_dir,
+                       out_jsonl=jsonl, seed=seed, progress=progress)
+    s = res.summary
+    return {"unsat_pct": s["unsat_pct"], "sat_pct": s["sat_pct"],
+            "timeout_pct": s["timeout_pct"], "misclassified_pct": s["misclassified_pct"],
+            "verify_time_s": s["mean_time_s"],
+            "verify_time_unsat_timeout_s": s["mean_time_unsat_timeout_s"],
+            "verify_log": str(jsonl)}
+
+
 def evaluate_checkpoint(
     path: str | Path,
     eps_list: list[float],
@@ -131,19 +154,36 @@ def evaluate_checkpoint(
     per_class: int = 10,
     data_dir: str | None = None,
     pgd_steps: int = 100,
+    timeout: float = 0.0,
+    log_dir: str | Path | None = None,
+    progress: bool = True,
 ) -> dict:
-    """Friendliness metrics of a saved model at each radius, on its own data set's test split."""
+    """Friendliness metrics of a saved model at each radius, on its own data set's test split.
+
+    With ``timeout`` > 0 every property also goes to the complete verifier (that many
+    seconds each); its campaign log, ``<model>.eps<E>.t<T>.verify.jsonl`` in ``log_dir``
+    (default: the model's folder), lets an interrupted evaluation resume.
+    """
     for e in eps_list:
         check_eps(e)
     if per_class < 1:
         raise UserError(f"--per-class must be at least 1, got {per_class}.")
+    if not timeout >= 0:
+        raise UserError(f"--timeout must be >= 0 seconds, got {timeout}.")
+    path = Path(path)
     model, meta = load_model(path)
     data = load_dataset(meta["dataset"], data_dir)
     idx = select_per_class(data.y_test, per_class)
-    results = [
-        evaluate_friendliness(model, data.x_test, data.y_test, idx, e, pgd_steps=pgd_steps).to_dict()
-        for e in eps_list
-    ]
+    logs = Path(log_dir) if log_dir is not None else path.parent
+    results = []
+    for e in eps_list:
+        r = evaluate_friendliness(model, data.x_test, data.y_test, idx, e,
+                                  pgd_steps=pgd_steps).to_dict()
+        if timeout > 0:
+            logs.mkdir(parents=True, exist_ok=True)
+            jsonl = logs / f"{path.stem}.eps{e:g}.t{timeout:g}.verify.jsonl"
+            r.update(complete_verification(path, e, timeout, per_class, jsonl,
+                                           data_dir=data_dir, progress=progress))
+        results.append(r)
     return {"model": str(path), "arch": meta["arch"], "dataset": data.display_name,
-            "per_class": per_class, "results": results}
-
+            "per_class": per_class, "timeout": timeout, "results": results}

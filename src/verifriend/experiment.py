@@ -1,0 +1,136 @@
+"""Friendliness experiments from a YAML recipe: train every method, evaluate each with the
+NBC paper's protocol, and write the comparison (table, CSV, radar charts, UNSAT curve).
+
+A recipe (see ``experiments/``)::
+
+    description: RQ1 at reduced scale
+    dataset: mnist
+    arch: cnn_4layer
+    train: {epochs: 3, eps: 0.1, lr: 0.001, limit: 10000}   # shared TrainConfig fields
+    methods:                                   # name -> its settings over ``train``
+      natural: {method: natural}
+      nbc: {method: nbc}
+      rs-then-rs+nbc: {phases: [{method: rs, epochs: 2}, {method: rs+nbc, epochs: 1}]}
+    evaluate: {eps: [0.02, 0.05], per_class: 10, timeout: 10, pgd_steps: 100}
+
+Every step resumes: training from its state file, verification from its campaign log, so
+running the same command again after an interruption loses at most one epoch or property.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+
+from verifriend.errors import UserError
+from verifriend.metrics.paper import paper_csv, paper_markdown, radar_chart, unsat_curve
+from verifriend.metrics.report import write_json_atomic, write_text_atomic
+from verifriend.train import TrainConfig
+from verifriend.train.recipe import recipe_phases
+
+RECIPE_KEYS = {"description", "dataset", "arch", "train", "methods", "evaluate"}
+EVAL_KEYS = {"eps": [0.02, 0.05], "per_class": 10, "timeout": 10.0, "pgd_steps": 100}
+
+
+@dataclass
+class Experiment:
+    """A parsed recipe: per method its training phases, and the evaluation settings."""
+
+    dataset: str
+    arch: str
+    methods: dict[str, list[TrainConfig]]
+    evaluate: dict = field(default_factory=lambda: dict(EVAL_KEYS))
+    description: str = ""
+
+
+def parse_experiment(data: object, *, dataset: str | None = None, arch: str | None = None
+                     ) -> Experiment:
+    """An :class:`Experiment` from a parsed recipe; ``dataset``/``arch`` override its own."""
+    if not isinstance(data, dict):
+        raise UserError("an experiment recipe must be a mapping (see experiments/*.yaml).")
+    unknown = sorted(set(data) - RECIPE_KEYS)
+    if unknown:
+        raise UserError(f"unknown experiment key(s): {', '.join(map(str, unknown))}.")
+    methods = data.get("methods")
+    if not isinstance(methods, dict) or not methods:
+        raise UserError("an experiment needs 'methods': a mapping of names to settings.")
+    base = TrainConfig.from_dict(data.get("train") or {})
+    parsed = {}
+    for name, spec in methods.items():
+        spec = spec or {}
+        if not isinstance(spec, dict):
+            raise UserError(f"the settings of method {name!r} must be a mapping.")
+        try:
+            if "phases" in spec:
+                parsed[str(name)] = recipe_phases(spec, base)
+            else:
+                parsed[str(name)] = [TrainConfig.from_dict({**base.to_dict(), **spec})]
+        except UserError as exc:
+            raise UserError(f"method {name!r}: {exc}") from exc
+    ev = dict(EVAL_KEYS)
+    given = data.get("evaluate") or {}
+    if not isinstance(given, dict) or set(given) - set(EVAL_KEYS):
+        raise UserError(f"'evaluate' takes {', '.join(EVAL_KEYS)}.")
+    ev.update(given)
+    if not isinstance(ev["eps"], list) or not ev["eps"]:
+        raise UserError("evaluate.eps must be a non-empty list of radii.")
+    return Experiment(dataset or data.get("dataset", "mnist-embedded"),
+                      arch or data.get("arch", "cnn_4layer"), parsed, ev,
+                      str(data.get("description", "")))
+
+
+def load_experiment(path: str | Path, **overrides) -> Experiment:
+    """Read a recipe file (see the module docstring)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise UserError(f"cannot read the recipe {path}: {exc.strerror or exc}.") from exc
+    except yaml.YAMLError as exc:
+        raise UserError(f"the recipe {path} is not valid YAML: {exc}") from exc
+    return parse_experiment(data, **overrides)
+
+
+def run_experiment(exp: Experiment, out: str | Path, *, data_dir: str | None = None,
+                   console: Console | None = None) -> dict:
+    """Train and evaluate every method of ``exp`` under ``out``; write results.json,
+    table.md, results.csv, radar_eps<E>.png and unsat_vs_eps.png there."""
+    from verifriend.data import load_dataset
+    from verifriend.workflows import evaluate_checkpoint, train_and_save
+
+    console = console or Console()
+    out = Path(out)
+    data = load_dataset(exp.dataset, data_dir)
+    ev = exp.evaluate
+    console.print(f"[bold]experiment[/] {exp.description or ''} on {data.display_name}, "
+                  f"arch {exp.arch}, methods {', '.join(exp.methods)}")
+    results: dict[str, dict] = {}
+    for name, phases in exp.methods.items():
+        console.print(f"\n[bold]{name}[/]: training")
+        _, ckpt, history = train_and_save(exp.arch, data, phases, out / name)
+        console.print(f"{name}: evaluating at eps {', '.join(f'{e:g}' for e in ev['eps'])}")
+        res = evaluate_checkpoint(ckpt, ev["eps"], per_class=ev["per_class"], data_dir=data_dir,
+                                  pgd_steps=ev["pgd_steps"], timeout=ev["timeout"])
+        res["train_time_s"] = sum(h["time_s"] for h in history)
+        results[name] = res
+        write_json_atomic(out / "results.json", {"experiment": _describe(exp, data),
+                                                 "methods": results})
+    title = f"{exp.arch} on {data.display_name}"
+    write_text_atomic(out / "table.md", f"# {exp.description or 'experiment'}\n\n{title}, "
+                      f"{ev['per_class']} properties per class, timeout {ev['timeout']:g} s\n\n"
+                      + paper_markdown(results))
+    write_text_atomic(out / "results.csv", paper_csv(results))
+    for eps in ev["eps"]:
+        radar_chart(results, eps, out / f"radar_eps{eps:g}.png", f"{title}, eps = {eps:g}")
+    unsat_curve(results, out / "unsat_vs_eps.png", title)
+    console.print(paper_markdown(results))
+    return results
+
+
+def _describe(exp: Experiment, data) -> dict:
+    return {"description": exp.description, "dataset": data.display_name, "arch": exp.arch,
+            "evaluate": exp.evaluate,
+            "methods": {n: [p.to_dict() for p in ph] for n, ph in exp.methods.items()}}

@@ -1,0 +1,99 @@
+"""Experiment recipes end to end, and the paper-layout table and radar scores."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from verifriend.cli import app
+from verifriend.errors import UserError
+from verifriend.experiment import parse_experiment
+from verifriend.metrics.paper import paper_markdown, paper_rows, radar_scores
+
+
+def _res(clean, rows):
+    return {"results": [{"eps": e, "clean_acc": clean, **r} for e, r in rows]}
+
+
+def test_radar_scores_best_is_100_and_times_are_inverted():
+    results = {
+        "a": _res(90.0, [(0.1, {"unsat_pct": 80.0, "stable_pct": 50.0, "verify_time_s": 2.0,
+                               "verify_time_unsat_timeout_s": 4.0, "pgd_acc": 70.0})]),
+        "b": _res(99.0, [(0.1, {"unsat_pct": 40.0, "stable_pct": 100.0, "verify_time_s": 1.0,
+                               "verify_time_unsat_timeout_s": 8.0, "pgd_acc": 35.0})]),
+    }
+    labels, s = radar_scores(results, 0.1)
+    assert labels[0] == "Test acc" and len(labels) == 6
+    for i in range(len(labels)):
+        assert max(s["a"][i], s["b"][i]) == pytest.approx(100.0)
+    t = labels.index("Time")
+    assert s["b"][t] == pytest.approx(100.0) and s["a"][t] == pytest.approx(50.0)
+    assert s["a"][labels.index("UNSAT")] == pytest.approx(100.0)
+    assert s["b"][labels.index("UNSAT")] == pytest.approx(50.0)
+    rows = dict(paper_rows(results))
+    assert rows["Test acc %"] == [90.0, 99.0] and rows["UNSAT % (eps=0.1)"] == [80.0, 40.0]
+    assert paper_markdown(results).startswith("| metric | a | b |")
+
+
+def test_recipe_errors_are_user_errors():
+    for bad in ([], {"methods": {}}, {"methods": {"x": {"method": "magic"}}},
+                {"methods": {"x": {}}, "evaluate": {"radius": 1}},
+                {"methods": {"x": {}}, "colour": 1}, {"methods": {"x": {}}, "evaluate": {"eps": []}}):
+        with pytest.raises(UserError):
+            parse_experiment(bad)
+
+
+def test_experiment_end_to_end_and_resumed(tmp_path):
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text("""
+description: tiny
+dataset: mnist-embedded
+arch: fc_1x20
+train: {epochs: 1, eps: 0.05, lr: 0.003, limit: 256, batch_size: 64, pgd_steps: 2, nbc_k: 2}
+methods:
+  natural: {method: natural}
+  nbc: {method: nbc}
+  rs-then-nbc: {phases: [{method: rs, epochs: 1}, {method: rs+nbc, epochs: 1}]}
+evaluate: {eps: [0.01, 0.03], per_class: 1, timeout: 2, pgd_steps: 5}
+""")
+    out = tmp_path / "run"
+    runner = CliRunner()
+    r = runner.invoke(app, ["experiment", str(recipe), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    res = json.loads((out / "results.json").read_text())
+    assert list(res["methods"]) == ["natural", "nbc", "rs-then-nbc"]
+    for m in res["methods"].values():
+        assert [x["eps"] for x in m["results"]] == [0.01, 0.03]
+        for x in m["results"]:
+            assert abs(x["unsat_pct"] + x["sat_pct"] + x["timeout_pct"]
+                       + x["misclassified_pct"] - 100) < 1e-6
+    table = (out / "table.md").read_text()
+    assert "UNSAT % (eps=0.01)" in table and "Time over UNSAT+timeout s (eps=0.03)" in table
+    for f in ("results.csv", "radar_eps0.01.png", "radar_eps0.03.png", "unsat_vs_eps.png"):
+        assert (out / f).stat().st_size > 0
+    hist = json.loads((out / "rs-then-nbc" / "model.train.json").read_text())["history"]
+    assert [h["phase"] for h in hist] == [1, 2]
+
+    # again: everything resumes (no epoch retrained, no property re-verified), same table
+    before = (out / "natural" / "model.pt").stat().st_mtime_ns
+    logs = {p: p.read_text() for p in out.glob("*/*.verify.jsonl")}
+    r = runner.invoke(app, ["experiment", str(recipe), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert {p: p.read_text() for p in out.glob("*/*.verify.jsonl")} == logs
+    assert (out / "natural" / "model.pt").stat().st_mtime_ns == before  # not retrained
+    assert json.loads((out / "results.json").read_text())["methods"]["nbc"]["results"][0][
+        "unsat_pct"] == res["methods"]["nbc"]["results"][0]["unsat_pct"]
+
+
+def test_shipped_recipes_parse():
+    from pathlib import Path
+
+    from verifriend.experiment import load_experiment
+
+    recipes = sorted((Path(__file__).parent.parent / "experiments").glob("*.yaml"))
+    assert len(recipes) >= 4
+    for path in recipes:
+        exp = load_experiment(path)
+        assert exp.methods and exp.evaluate["eps"]
