@@ -39,6 +39,8 @@ def test_radar_scores_best_is_100_and_times_are_inverted():
 
 def test_recipe_errors_are_user_errors():
     for bad in ([], {"methods": {}}, {"methods": {"x": {"method": "magic"}}},
+                {"methods": {"x": {"from": "y"}, "y": {}}},
+                {"methods": {"x": {"stop_acc_band": [0.5, 0.9]}}},
                 {"methods": {"x": {}}, "evaluate": {"radius": 1}},
                 {"methods": {"x": {}}, "colour": 1}, {"methods": {"x": {}}, "evaluate": {"eps": []}}):
         with pytest.raises(UserError):
@@ -56,6 +58,7 @@ methods:
   natural: {method: natural}
   nbc: {method: nbc}
   rs-then-nbc: {phases: [{method: rs, epochs: 1}, {method: rs+nbc, epochs: 1}]}
+  tuned: {from: natural, method: madry, epochs: 3, val_split: 0.25, stop_acc_band: [0.0, 1.0]}
 evaluate: {eps: [0.01, 0.03], per_class: 1, timeout: 2, pgd_steps: 5}
 """)
     out = tmp_path / "run"
@@ -63,7 +66,11 @@ evaluate: {eps: [0.01, 0.03], per_class: 1, timeout: 2, pgd_steps: 5}
     r = runner.invoke(app, ["experiment", str(recipe), "--out", str(out)])
     assert r.exit_code == 0, r.output
     res = json.loads((out / "results.json").read_text())
-    assert list(res["methods"]) == ["natural", "nbc", "rs-then-nbc"]
+    assert list(res["methods"]) == ["natural", "nbc", "rs-then-nbc", "tuned"]
+    # fine-tuning from natural stopped after the first epoch inside the band [0, 1]
+    tuned = json.loads((out / "tuned" / "model.train.json").read_text())
+    assert [h.get("stopped") for h in tuned["history"]] == [True]
+    assert tuned["config"]["init"].endswith("natural/model.pt")
     for m in res["methods"].values():
         assert [x["eps"] for x in m["results"]] == [0.01, 0.03]
         for x in m["results"]:

@@ -296,3 +296,20 @@ def test_method_sums_and_their_weights():
                 {"method": "nbc", "method_weights": [-1.0]}):
         with pytest.raises(UserError):
             TrainConfig.from_dict(bad)
+
+
+def test_accuracy_band_stops_fine_tuning_and_a_resume_stays_stopped():
+    from verifriend.train.trainer import TrainState
+
+    xs, ys = _separable(n=200)
+    cfg = TrainConfig(epochs=5, batch_size=50, lr=1e-2, val_split=0.25, stop_acc_band=[0.0, 1.0])
+    states: list[TrainState] = []
+    h = train_model(_mlp(), xs, ys, cfg, progress=False, on_state=states.append)
+    assert len(h) == 1 and h[0]["stopped"] and h[0]["in_band"]
+    assert states[-1].stopped
+    again = train_model(_mlp(), xs, ys, cfg, progress=False, resume=states[-1])
+    assert len(again) == 1
+    # a band never reached: all epochs run
+    never = TrainConfig(epochs=2, batch_size=50, lr=1e-2, val_split=0.25,
+                        stop_acc_band=[0.0, 0.0])
+    assert len(train_model(_mlp(), xs, ys, never, progress=False)) == 2

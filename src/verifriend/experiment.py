@@ -11,7 +11,11 @@ A recipe (see ``experiments/``)::
       natural: {method: natural}
       nbc: {method: nbc}
       rs-then-rs+nbc: {phases: [{method: rs, epochs: 2}, {method: rs+nbc, epochs: 1}]}
+      nbc-tuned: {from: natural, method: nbc, epochs: 5, stop_acc_band: [0.95, 0.97]}
     evaluate: {eps: [0.02, 0.05], per_class: 10, timeout: 10, pgd_steps: 100}
+
+``from`` fine-tunes a method from an earlier one's trained weights (RQ3: each method
+fine-tunes the natural model until its validation accuracy drops into a band).
 
 Every step resumes: training from its state file, verification from its campaign log, so
 running the same command again after an interruption loses at most one epoch or property.
@@ -19,6 +23,7 @@ running the same command again after an interruption loses at most one epoch or 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +49,7 @@ class Experiment:
     methods: dict[str, list[TrainConfig]]
     evaluate: dict = field(default_factory=lambda: dict(EVAL_KEYS))
     description: str = ""
+    start_from: dict[str, str] = field(default_factory=dict)  # method -> earlier method
 
 
 def parse_experiment(data: object, *, dataset: str | None = None, arch: str | None = None
@@ -58,11 +64,17 @@ def parse_experiment(data: object, *, dataset: str | None = None, arch: str | No
     if not isinstance(methods, dict) or not methods:
         raise UserError("an experiment needs 'methods': a mapping of names to settings.")
     base = TrainConfig.from_dict(data.get("train") or {})
-    parsed = {}
+    parsed, start_from = {}, {}
     for name, spec in methods.items():
-        spec = spec or {}
+        spec = dict(spec or {})
         if not isinstance(spec, dict):
             raise UserError(f"the settings of method {name!r} must be a mapping.")
+        if "from" in spec:
+            src = spec.pop("from")
+            if src not in parsed:
+                raise UserError(f"method {name!r} starts from {src!r}, which must be listed "
+                                "before it.")
+            start_from[str(name)] = str(src)
         try:
             if "phases" in spec:
                 parsed[str(name)] = recipe_phases(spec, base)
@@ -79,7 +91,7 @@ def parse_experiment(data: object, *, dataset: str | None = None, arch: str | No
         raise UserError("evaluate.eps must be a non-empty list of radii.")
     return Experiment(dataset or data.get("dataset", "mnist-embedded"),
                       arch or data.get("arch", "cnn_4layer"), parsed, ev,
-                      str(data.get("description", "")))
+                      str(data.get("description", "")), start_from)
 
 
 def load_experiment(path: str | Path, **overrides) -> Experiment:
@@ -109,7 +121,11 @@ def run_experiment(exp: Experiment, out: str | Path, *, data_dir: str | None = N
                   f"arch {exp.arch}, methods {', '.join(exp.methods)}")
     results: dict[str, dict] = {}
     for name, phases in exp.methods.items():
-        console.print(f"\n[bold]{name}[/]: training")
+        src = exp.start_from.get(name)
+        if src is not None:  # fine-tuning: start from that method's trained weights
+            phases = [dataclasses.replace(phases[0], init=str(out / src / "model.pt")),
+                      *phases[1:]]
+        console.print(f"\n[bold]{name}[/]: training" + (f" from {src}" if src else ""))
         _, ckpt, history = train_and_save(exp.arch, data, phases, out / name)
         console.print(f"{name}: evaluating at eps {', '.join(f'{e:g}' for e in ev['eps'])}")
         res = evaluate_checkpoint(ckpt, ev["eps"], per_class=ev["per_class"], data_dir=data_dir,

@@ -56,14 +56,16 @@ def train_and_save(
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(phases[0].seed)  # the initial weights are part of what a seed fixes
     model = build_model(arch, data.input_shape, data.num_classes, data.mean, data.std)
+    if phases[0].init:
+        _start_from(model, phases[0].init, arch, data)
     ckpt = out_dir / f"{name}.pt"
     meta = {"arch": arch, "input_shape": data.input_shape, "num_classes": data.num_classes,
             "dataset": data.name, "mean": data.mean, "std": data.std, "config": config}
     state_path = out_dir / f"{name}.state.pt"
     saved = None if restart else _load_state(state_path, meta)
     history: list[dict] = [] if saved is None else [dict(h) for h in saved[1].history]
-    if (saved is not None and saved[0] == len(phases) - 1
-            and saved[1].epoch == phases[-1].epochs and ckpt.exists()):
+    if (saved is not None and saved[0] == len(phases) - 1 and ckpt.exists()
+            and (saved[1].epoch == phases[-1].epochs or saved[1].stopped)):
         # finished before: leave the files alone (a verification campaign keyed to the
         # checkpoint's bytes may be resumed next)
         done, _ = load_model(ckpt)
@@ -107,6 +109,15 @@ def train_and_save(
     model.to("cpu").eval()
     save_model(model, ckpt, **meta, metrics={"history": history})
     return model, ckpt, history
+
+
+def _start_from(model: nn.Module, init: str, arch: str, data: Dataset) -> None:
+    """Load the weights of checkpoint ``init`` (same arch and data set) into ``model``."""
+    start, meta = load_model(init)
+    if meta["arch"] != arch or meta["dataset"] != data.name:
+        raise UserError(f"init checkpoint {init} is a {meta['arch']} for {meta['dataset']}; "
+                        f"this run trains a {arch} for {data.name}.")
+    model.load_state_dict(start.state_dict())
 
 
 def _state_key(meta: dict) -> dict:

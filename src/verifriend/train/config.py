@@ -51,6 +51,10 @@ class TrainConfig:
     l1_weight: float = 2e-5  # L1 weight penalty of the rs method
     ramp: float = 0.5  # share of training over which eps / kappa / weights are ramped
     kappa_end: float = 0.5  # certified training: weight of the clean CE at the end
+    init: str | None = None  # a .pt written by `verifriend train` to start from (fine-tuning)
+    # fine-tuning to an accuracy band [low, high] (fractions): stop after the first epoch
+    # whose validation accuracy is <= high (needs val_split > 0)
+    stop_acc_band: list[float] | None = None
     seed: int = 0
     device: str = "cpu"
     limit: int | None = None  # use only the first N training examples
@@ -101,6 +105,14 @@ class TrainConfig:
             (_is_num(self.val_split) and 0 <= self.val_split < 1,
              "val_split must be a number in [0, 1)."),
             (isinstance(self.augment, bool), "augment must be true or false."),
+            (self.init is None or isinstance(self.init, str), "init must be a checkpoint path."),
+            (self.stop_acc_band is None or (
+                isinstance(self.stop_acc_band, list) and len(self.stop_acc_band) == 2
+                and all(_is_num(v) for v in self.stop_acc_band)
+                and 0 <= self.stop_acc_band[0] <= self.stop_acc_band[1] <= 1),
+             "stop_acc_band must be [low, high] with 0 <= low <= high <= 1."),
+            (self.stop_acc_band is None or self.val_split > 0,
+             "stop_acc_band needs a validation split (val_split > 0)."),
             (_is_int(self.seed), "seed must be an integer."),
             (self.limit is None or (_is_int(self.limit) and self.limit >= 1),
              "limit must be an integer >= 1 or null."),

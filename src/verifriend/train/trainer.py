@@ -72,6 +72,7 @@ class TrainState:
     optimizer: dict
     rng: dict
     history: list[dict] = field(default_factory=list)
+    stopped: bool = False  # ended early (accuracy band reached)
 
 
 def _device(name: str) -> torch.device:
@@ -105,7 +106,8 @@ def train_model(model: nn.Module, x_train: Tensor, y_train: Tensor, cfg: TrainCo
 
     History entries: ``epoch`` (1-based), ``loss`` and ``train_acc`` (means over
     the epoch's batches, accuracy on clean inputs), ``val_acc`` (with ``val_split``),
-    ``lr``, ``time_s``. Seeds are fixed by ``cfg.seed``, so equal inputs give equal
+    ``lr``, ``time_s`` (and ``stopped``/``in_band`` on the epoch that reached
+    ``stop_acc_band``). Seeds are fixed by ``cfg.seed``, so equal inputs give equal
     weights. ``on_epoch_end(epoch, model, entry)`` sees the model in eval mode;
     ``on_state(state)`` receives the :class:`TrainState` after every epoch (save it to
     resume: pass it back as ``resume``, with the same config and data). The model is
@@ -134,7 +136,7 @@ def train_model(model: nn.Module, x_train: Tensor, y_train: Tensor, cfg: TrainCo
         noise_gen.set_state(resume.rng["noise"])
         torch.set_rng_state(resume.rng["torch"])
         history = [dict(h) for h in resume.history]
-        first = resume.epoch + 1
+        first = cfg.epochs + 1 if resume.stopped else resume.epoch + 1
     n = x.shape[0]
     n_batches = (n + cfg.batch_size - 1) // cfg.batch_size
     total_steps = cfg.epochs * n_batches
@@ -177,6 +179,11 @@ def train_model(model: nn.Module, x_train: Tensor, y_train: Tensor, cfg: TrainCo
             model.eval()
             if x_val.shape[0]:
                 entry["val_acc"] = _accuracy(model, x_val, y_val, cfg.batch_size)
+            band = cfg.stop_acc_band
+            stop = band is not None and entry["val_acc"] <= band[1]
+            if stop:
+                entry["stopped"] = True
+                entry["in_band"] = entry["val_acc"] >= band[0]
             history.append(entry)
             if on_state is not None:
                 on_state(TrainState(epoch, _copy(model.state_dict()),
@@ -184,9 +191,11 @@ def train_model(model: nn.Module, x_train: Tensor, y_train: Tensor, cfg: TrainCo
                                     {"shuffle": shuffle_gen.get_state(),
                                      "noise": noise_gen.get_state(),
                                      "torch": torch.get_rng_state()},
-                                    [dict(h) for h in history]))
+                                    [dict(h) for h in history], stop))
             if on_epoch_end is not None:
                 on_epoch_end(epoch, model, entry)
+            if stop:
+                break
     model.eval()
     return history
 
