@@ -9,7 +9,8 @@ warm-started from the parent's alphas and betas, confirms every child that looks
 proved by recomputing its bound in float64 (the soundness gate), and puts the
 rest back. A domain whose unstable neurons are all split is decided exactly by
 an LP over its linear region (HiGHS), so the search ends with the right answer
-given time. Out of memory halves the batch and retries.
+given time. The batch grows from 8 while the time per domain holds (``_BatchSizer``);
+out of memory halves it and retries.
 """
 
 from __future__ import annotations
@@ -189,25 +190,28 @@ def relu_bab(
     domains = leaves = undecided = 0
     leaf_budget = LeafBudget(config.exact_unstable, floor=config.exact_unstable)
     candidates = None if attack is None else _CandidateAttack(attack)
-    batch = config.batch
+    sizer = _BatchSizer(config.batch)
     while pool is not None and len(pool):
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        if now > deadline:
             return BabOutcome("timeout", domains, leaves)
         if domains >= config.max_domains:
             return BabOutcome("unknown", domains, leaves)
         order = margin(pool.lower).argsort()
-        take, rest = order[:batch], order[batch:]
+        n = sizer.size(deadline - now)
+        take, rest = order[:n], order[n:]
         cur, pool = pool.take(take), (pool.take(rest) if rest.numel() else None)
         try:
             kids, kid_pool, n_exact, n_open = _step(graph, x_lower, x_upper, cur, margin,
                                                      config, exact_leaf, root64, leaf_budget,
                                                      deadline, clause, candidates)
         except torch.OutOfMemoryError:
-            if batch == 1:
+            if n == 1:
                 raise
-            batch = max(1, batch // 2)
+            sizer.out_of_memory(n)
             pool = _cat_pools(pool, cur)
             continue
+        sizer.record(len(cur), time.monotonic() - now)
         domains += kids
         undecided += n_open
         if isinstance(kid_pool, BabOutcome):  # an exact leaf found a counterexample
@@ -223,6 +227,41 @@ def relu_bab(
             on_progress(domains, 0 if pool is None else len(pool), worst)
     # a leaf the LP could not decide (a near-tie) leaves the answer open
     return BabOutcome("unknown" if undecided else "unsat", domains, leaves)
+
+
+class _BatchSizer:
+    """How many domains the next step splits. Starts small and doubles while the time per
+    domain does not grow by more than a quarter (on CPU a large batch of conv domains can
+    cost several times more per domain: 0.07 s at 32 domains, 0.18 s at 128 on verivital's
+    avg-pool net), never above ``limit``, halved on out-of-memory, and never so large that
+    the step would end far past the deadline."""
+
+    def __init__(self, limit: int):
+        self.limit, self.batch, self.growing = limit, min(limit, 8), True
+        self.rate: float | None = None  # seconds per domain of the best size so far
+
+    def size(self, left: float) -> int:
+        if self.rate is None or self.rate <= 0:
+            return self.batch
+        return max(1, min(self.batch, int(left / self.rate)))
+
+    def record(self, n: int, seconds: float) -> None:
+        rate = seconds / max(n, 1)
+        if n < self.batch:  # a step cut short by the deadline or a small pool says little
+            self.rate = rate if self.rate is None else self.rate
+            return
+        if self.growing and (self.rate is None or rate <= 1.25 * self.rate):
+            self.rate = rate if self.rate is None else min(self.rate, rate)
+            if self.batch >= self.limit:
+                self.growing = False
+            self.batch = min(self.limit, self.batch * 2)
+        elif self.growing:
+            self.growing, self.batch = False, max(1, self.batch // 2)
+        else:
+            self.rate = rate
+
+    def out_of_memory(self, n: int) -> None:
+        self.growing, self.batch = False, max(1, n // 2)
 
 
 def _minimizers(coef: Tensor, lo: Tensor, hi: Tensor, lower: Tensor, clause: Tensor) -> Tensor:
