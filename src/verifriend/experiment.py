@@ -27,14 +27,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from rich.console import Console
 
 from verifriend.errors import UserError
 from verifriend.metrics.paper import paper_csv, paper_markdown, radar_chart, unsat_curve
 from verifriend.metrics.report import write_json_atomic, write_text_atomic
 from verifriend.train import TrainConfig
-from verifriend.train.recipe import recipe_phases
+from verifriend.train.recipe import read_yaml, recipe_phases
 
 RECIPE_KEYS = {"description", "dataset", "arch", "train", "methods", "evaluate"}
 EVAL_KEYS = {"eps": [0.02, 0.05], "per_class": 10, "timeout": 10.0, "pgd_steps": 100}
@@ -96,14 +95,7 @@ def parse_experiment(data: object, *, dataset: str | None = None, arch: str | No
 
 def load_experiment(path: str | Path, **overrides) -> Experiment:
     """Read a recipe file (see the module docstring)."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise UserError(f"cannot read the recipe {path}: {exc.strerror or exc}.") from exc
-    except yaml.YAMLError as exc:
-        raise UserError(f"the recipe {path} is not valid YAML: {exc}") from exc
-    return parse_experiment(data, **overrides)
+    return parse_experiment(read_yaml(path), **overrides)
 
 
 def run_experiment(exp: Experiment, out: str | Path, *, data_dir: str | None = None,

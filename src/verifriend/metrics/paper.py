@@ -13,6 +13,8 @@ import csv
 import io
 import os
 
+from verifriend.metrics.report import save_figure
+
 # (key, label, higher is better) of the per-radius rows, in the paper's order
 RADIUS_METRICS: list[tuple[str, str, bool]] = [
     ("unsat_pct", "UNSAT %", True),
@@ -115,11 +117,8 @@ def radar_chart(results: dict[str, dict], eps: float, path: str | os.PathLike,
         ax.fill([*angles, angles[0]], [*vals, vals[0]], alpha=0.1)
     ax.set_xticks(angles, labels)
     ax.set_ylim(0, 105)
-    ax.set_title(title or f"eps = {eps:g} (best = 100)")
-    ax.legend(loc="upper right", bbox_to_anchor=(1.3, 1.1), fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, ax, path, title or f"eps = {eps:g} (best = 100)",
+                {"loc": "upper right", "bbox_to_anchor": (1.3, 1.1), "fontsize": 8})
 
 
 def unsat_curve(results: dict[str, dict], path: str | os.PathLike, title: str = "") -> None:
@@ -136,9 +135,4 @@ def unsat_curve(results: dict[str, dict], path: str | os.PathLike, title: str = 
     ax.set_xlabel("eps")
     ax.set_ylabel("UNSAT %")
     ax.set_ylim(0, 105)
-    if title:
-        ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, ax, path, title)

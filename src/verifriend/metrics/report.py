@@ -96,9 +96,17 @@ def bar_chart(models: dict[str, dict], path: str | os.PathLike, title: str = "")
     ax.set_xticks(range(len(keys)), [lbl for _, lbl in keys], rotation=20, ha="right")
     ax.set_ylim(0, 110)
     ax.set_ylabel("%")
+    save_figure(fig, ax, path, title)
+
+
+def save_figure(fig, ax, path: str | os.PathLike, title: str = "", legend: dict | None = None
+                ) -> None:
+    """Title, legend, tight layout, write ``path`` (120 dpi) and close the figure."""
+    import matplotlib.pyplot as plt
+
     if title:
         ax.set_title(title)
-    ax.legend()
+    ax.legend(**(legend or {}))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -40,13 +40,17 @@ def recipe_phases(data: object, base: TrainConfig) -> list[TrainConfig]:
     return phases
 
 
-def load_recipe(path: str | Path, base: TrainConfig) -> list[TrainConfig]:
-    """Read a recipe file (see the module docstring)."""
+def read_yaml(path: str | Path) -> object:
+    """The parsed YAML file ``path``; an unreadable or malformed file is a UserError."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except OSError as exc:
         raise UserError(f"cannot read the recipe {path}: {exc.strerror or exc}.") from exc
     except yaml.YAMLError as exc:
         raise UserError(f"the recipe {path} is not valid YAML: {exc}") from exc
-    return recipe_phases(data, base)
+
+
+def load_recipe(path: str | Path, base: TrainConfig) -> list[TrainConfig]:
+    """Read a recipe file (see the module docstring)."""
+    return recipe_phases(read_yaml(path), base)
