@@ -104,3 +104,31 @@ def test_shipped_recipes_parse():
     for path in recipes:
         exp = load_experiment(path)
         assert exp.methods and exp.evaluate["eps"]
+
+
+@pytest.mark.parametrize("dataset", ["fashion-mnist", "cifar10"])
+def test_a_recipe_runs_on_other_data_sets_unchanged(tmp_path, dataset):
+    """The same recipe file, pointed at another data set from ../shared/datasets (or
+    $VERIFRIEND_DATA) with --dataset: cnn_4layer is built for its shape, nothing else moves."""
+    from verifriend.data import load_dataset
+
+    try:
+        load_dataset(dataset)
+    except UserError:
+        pytest.skip(f"{dataset} is not in ../shared/datasets or $VERIFRIEND_DATA here")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("""
+dataset: mnist
+arch: cnn_4layer
+train: {epochs: 1, eps: 0.01, lr: 0.001, limit: 256, batch_size: 64, nbc_k: 2, pgd_steps: 2}
+methods: {natural: {method: natural}, nbc: {method: nbc}}
+evaluate: {eps: [0.002], per_class: 1, timeout: 2, pgd_steps: 5, test_limit: 200}
+""")
+    out = tmp_path / "run"
+    r = CliRunner().invoke(app, ["experiment", str(recipe), "--out", str(out),
+                                 "--dataset", dataset])
+    assert r.exit_code == 0, r.output
+    res = json.loads((out / "results.json").read_text())
+    assert res["experiment"]["dataset"] == load_dataset(dataset).display_name
+    for m in res["methods"].values():
+        assert m["results"][0]["n_properties"] == 10

@@ -109,6 +109,7 @@ def evaluate(
     per_class: Annotated[int, typer.Option(help="Test properties per class.")] = 10,
     pgd_steps: Annotated[int, typer.Option(help="PGD steps for PGD accuracy.")] = 100,
     timeout: Annotated[float, typer.Option(help="Seconds per property for the complete verifier (UNSAT %, time); 0 skips it.")] = 0.0,
+    test_limit: Annotated[int | None, typer.Option(help="Clean/PGD accuracy on the first N test images only.")] = None,
     data_dir: DataDir = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
@@ -120,7 +121,7 @@ def evaluate(
     from verifriend.workflows import evaluate_checkpoint
 
     result = evaluate_checkpoint(model, eps, per_class=per_class, data_dir=data_dir, pgd_steps=pgd_steps,
-                                 timeout=timeout, progress=not json_out)
+                                 timeout=timeout, progress=not json_out, test_limit=test_limit)
     if json_out:
         print(json.dumps(result, indent=2))
     else:

@@ -36,7 +36,8 @@ from verifriend.train import TrainConfig
 from verifriend.train.recipe import read_yaml, recipe_phases
 
 RECIPE_KEYS = {"description", "dataset", "arch", "train", "methods", "evaluate"}
-EVAL_KEYS = {"eps": [0.02, 0.05], "per_class": 10, "timeout": 10.0, "pgd_steps": 100}
+EVAL_KEYS = {"eps": [0.02, 0.05], "per_class": 10, "timeout": 10.0, "pgd_steps": 100,
+             "test_limit": None}
 
 
 @dataclass
@@ -121,7 +122,8 @@ def run_experiment(exp: Experiment, out: str | Path, *, data_dir: str | None = N
         _, ckpt, history = train_and_save(exp.arch, data, phases, out / name)
         console.print(f"{name}: evaluating at eps {', '.join(f'{e:g}' for e in ev['eps'])}")
         res = evaluate_checkpoint(ckpt, ev["eps"], per_class=ev["per_class"], data_dir=data_dir,
-                                  pgd_steps=ev["pgd_steps"], timeout=ev["timeout"])
+                                  pgd_steps=ev["pgd_steps"], timeout=ev["timeout"],
+                                  test_limit=ev["test_limit"])
         res["train_time_s"] = sum(h["time_s"] for h in history)
         results[name] = res
         write_json_atomic(out / "results.json", {"experiment": _describe(exp, data),

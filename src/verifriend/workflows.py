@@ -168,12 +168,15 @@ def evaluate_checkpoint(
     timeout: float = 0.0,
     log_dir: str | Path | None = None,
     progress: bool = True,
+    test_limit: int | None = None,
 ) -> dict:
     """Friendliness metrics of a saved model at each radius, on its own data set's test split.
 
     With ``timeout`` > 0 every property also goes to the complete verifier (that many
     seconds each); its campaign log, ``<model>.eps<E>.t<T>.verify.jsonl`` in ``log_dir``
-    (default: the model's folder), lets an interrupted evaluation resume.
+    (default: the model's folder), lets an interrupted evaluation resume. ``test_limit``
+    measures clean and PGD accuracy on the first N test images only (PGD-100 over a whole
+    test set dominates a reduced-scale evaluation); the properties are unaffected.
     """
     for e in eps_list:
         check_eps(e)
@@ -181,6 +184,8 @@ def evaluate_checkpoint(
         raise UserError(f"--per-class must be at least 1, got {per_class}.")
     if not timeout >= 0:
         raise UserError(f"--timeout must be >= 0 seconds, got {timeout}.")
+    if test_limit is not None and test_limit < 1:
+        raise UserError(f"--test-limit must be at least 1, got {test_limit}.")
     path = Path(path)
     model, meta = load_model(path)
     data = load_dataset(meta["dataset"], data_dir)
@@ -189,7 +194,7 @@ def evaluate_checkpoint(
     results = []
     for e in eps_list:
         r = evaluate_friendliness(model, data.x_test, data.y_test, idx, e,
-                                  pgd_steps=pgd_steps).to_dict()
+                                  pgd_steps=pgd_steps, accuracy_limit=test_limit).to_dict()
         if timeout > 0:
             logs.mkdir(parents=True, exist_ok=True)
             jsonl = logs / f"{path.stem}.eps{e:g}.t{timeout:g}.verify.jsonl"
@@ -197,4 +202,5 @@ def evaluate_checkpoint(
                                            data_dir=data_dir, progress=progress))
         results.append(r)
     return {"model": str(path), "arch": meta["arch"], "dataset": data.display_name,
-            "per_class": per_class, "timeout": timeout, "results": results}
+            "per_class": per_class, "timeout": timeout, "test_limit": test_limit,
+            "results": results}

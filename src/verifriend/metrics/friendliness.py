@@ -94,16 +94,19 @@ def evaluate_friendliness(
     pgd_steps: int = 100,
     pgd_restarts: int = 1,
     batch_size: int = 50,
+    accuracy_limit: int | None = None,
 ) -> Friendliness:
-    """Clean and PGD accuracy on the whole test set; bounds on the properties ``prop_idx``.
+    """Clean and PGD accuracy on the whole test set (or its first ``accuracy_limit``
+    images); bounds on the properties ``prop_idx``.
 
     A property is proved when every margin ``f_y - f_j`` has a positive lower bound; a
     property proved by IBP is also proved by CROWN, which reports the intersection of both.
     """
     start = time.perf_counter()
     model.eval()
-    clean = clean_accuracy(model, x_test, y_test)
-    pgd = pgd_accuracy(model, x_test, y_test, eps, steps=pgd_steps, restarts=pgd_restarts)
+    xa, ya = x_test[:accuracy_limit], y_test[:accuracy_limit]
+    clean = clean_accuracy(model, xa, ya)
+    pgd = pgd_accuracy(model, xa, ya, eps, steps=pgd_steps, restarts=pgd_restarts)
     graph = Graph.from_module(model, tuple(x_test.shape[1:]))
     xs, ys = x_test[prop_idx], y_test[prop_idx]
     r = property_bounds(graph, xs, ys, eps, batch_size=batch_size)
