@@ -47,7 +47,10 @@ class TrainConfig:
     pgd_steps: int = 10  # PGD-like training (madry, trades, rs): attack steps
     pgd_alpha: float | None = None  # their step size; None -> eps / 10
     trades_beta: float = 6.0
-    rs_weight: float = 0.01  # weight of the ReLU-stability penalty (ramped up with eps)
+    # weight of the ReLU-stability penalty (ramped up with eps); it sums over every hidden
+    # neuron (4,804 in MNIST cnn_4layer): 0.01 held training accuracy to 80% after 3
+    # epochs at eps 0.1, 0.001 reached 90% with 98.8% of neurons stable at eps 0.02
+    rs_weight: float = 0.001
     l1_weight: float = 2e-5  # L1 weight penalty of the rs method
     ramp: float = 0.5  # share of training over which eps / kappa / weights are ramped
     kappa_end: float = 0.5  # certified training: weight of the clean CE at the end
