@@ -1,15 +1,16 @@
-"""The complete verifier: falsification, incomplete bounds, then branch and bound.
+"""The complete verifier: cheap bounds, falsification, tighter bounds, then branch and bound.
 
 ``verify_spec`` decides one property (a list of input boxes with one unsafe output
 region, as read from a VNN-LIB file). Stages, each stopping as soon as it decides:
 
-1. **attack**: PGD towards every clause (``verify.attack.falsify``) within a small
+1. **cheap bounds**: IBP, then CROWN on the spec rows, each proof confirmed by CROWN
+   in float64 (a box they prove is done before any attack);
+2. **attack**: PGD towards every clause (``verify.attack.falsify``) within a small
    share of the budget; a hit is re-checked in float64 before ``sat``;
-2. **incomplete**: IBP, CROWN, alpha-CROWN on the spec rows, each proof confirmed
-   in float64 (CROWN recomputed, alpha-CROWN through its fixed state);
-3. **exact MILP** over the whole box for small networks (at most ``milp_neurons`` ReLUs,
+3. **alpha-CROWN**, its proof confirmed in float64 through its fixed state;
+4. **exact MILP** over the whole box for small networks (at most ``milp_neurons`` ReLUs,
    ``milp_unstable`` of them unstable), within ``milp_share`` of the time left;
-4. **branch and bound**: ReLU splitting with beta-CROWN (``verify.bab``), or input
+5. **branch and bound**: ReLU splitting with beta-CROWN (``verify.bab``), or input
    splitting for low-dimensional inputs (<= ``input_split_dims``, e.g. ACAS Xu).
 
 Input boxes are rounded outward when cast to float32, so every float32 bound
@@ -153,6 +154,35 @@ def _exact_leaf(gs: Graph, spec: Spec, lo: Tensor, hi: Tensor, clause: Tensor, c
     return decide
 
 
+@dataclass
+class _Box:
+    """One input box of a property, ready for bounding: the spec graph whose outputs are
+    the spec rows (plus AND-clause averages), each row's clause, the outward float32 box."""
+
+    k: int
+    spec: Spec
+    gs: Graph
+    clause: Tensor
+    n_clauses: int
+    lo: Tensor
+    hi: Tensor
+
+    @classmethod
+    def build(cls, k: int, spec: Spec, graph: Graph, input_shape) -> _Box | None:
+        """None when the spec has no output constraint (nothing to bound)."""
+        C, d, clause = spec.to_spec_matrix()
+        if C.shape[0] == 0:
+            return None
+        C, d, clause = clause_averages(C, d, clause)
+        lo, hi = outward_box(spec, input_shape)
+        return cls(k, spec, graph.with_output_map(C.float(), d.float()), clause,
+                   spec.n_clauses, lo, hi)
+
+    def proved(self, lower: Tensor) -> bool:
+        """Whether lower bounds of the rows exclude every clause."""
+        return bool(clause_margin(lower, self.clause, self.n_clauses).min() > 0)
+
+
 def verify_spec(
     graph: Graph,
     specs: list[Spec],
@@ -180,35 +210,36 @@ def verify_spec(
     def done(status, stage, domains=0, cex=None, **details):
         return Verdict(status, time.monotonic() - start, stage, domains, cex, details)
 
-    budget = cfg.attack_share * timeout / max(1, len(specs))
-    for spec in specs:
-        hit = falsify(graph, spec, input_shape, time_budget=budget, graph64=g64)
+    # the cheap sound bounds first: a property they prove needs no attack (and its time
+    # then says how easy it was, not how long the attack searched in vain)
+    boxes = []
+    for k, spec in enumerate(specs):
+        box = _Box.build(k, spec, graph, input_shape)
+        if box is None:
+            return done("unknown" if spec.n_clauses else "unsat", "spec")
+        with torch.no_grad():
+            b = ibp(box.gs, box.lo, box.hi)
+            if not box.proved(b.lower):
+                b = crown(box.gs, box.lo, box.hi)
+        if box.proved(b.lower):
+            with torch.no_grad():  # confirm: the same bound in float64
+                b64 = crown(box.gs.to(dtype=F64), box.lo.to(F64), box.hi.to(F64))
+            if box.proved(b64.lower):
+                say(f"box {k}: proved by {b.method}")
+                continue
+        boxes.append(box)
+    if not boxes:
+        return done("unsat", "incomplete")
+    budget = cfg.attack_share * timeout / len(boxes)
+    for box in boxes:
+        hit = falsify(graph, box.spec, input_shape, time_budget=budget, graph64=g64)
         if hit is not None:
             return done("sat", "attack", cex=hit)
     say("attack found nothing")
     domains = milp_proofs = 0
-    for k, spec in enumerate(specs):
-        C, d, clause = spec.to_spec_matrix()
-        if C.shape[0] == 0:
-            return done("unknown" if spec.n_clauses else "unsat", "spec")
-        n_clauses = spec.n_clauses
-        C, d, clause = clause_averages(C, d, clause)
-
-        def proved(lower, clause=clause, n_clauses=n_clauses):
-            return bool(clause_margin(lower, clause, n_clauses).min() > 0)
-
-        gs = graph.with_output_map(C.float(), d.float())
-        lo, hi = outward_box(spec, input_shape)
-        with torch.no_grad():
-            b = ibp(gs, lo, hi)
-            if not proved(b.lower):
-                b = crown(gs, lo, hi)
-        if proved(b.lower):
-            with torch.no_grad():  # confirm: the same bound in float64
-                b64 = crown(gs.to(dtype=F64), lo.to(F64), hi.to(F64))
-            if proved(b64.lower):
-                say(f"box {k}: proved by {b.method}")
-                continue
+    for box in boxes:
+        k, spec, gs, lo, hi = box.k, box.spec, box.gs, box.lo, box.hi
+        clause, n_clauses, proved = box.clause, box.n_clauses, box.proved
         if time.monotonic() > deadline:
             return done("timeout", "crown", domains)
         a, state = alpha_crown(gs, lo, hi, None, iterations=cfg.alpha_iterations,
