@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import torch
+from rich.console import Console
 from torch import nn
 
 from verifriend.data import Dataset, load_dataset, select_per_class
@@ -192,7 +193,11 @@ def evaluate_checkpoint(
     idx = select_per_class(data.y_test, per_class)
     logs = Path(log_dir) if log_dir is not None else path.parent
     results = []
+    say = Console(stderr=True).print if progress else (lambda *a: None)
     for e in eps_list:
+        n_acc = len(data.x_test) if test_limit is None else min(test_limit, len(data.x_test))
+        say(f"eps {e:g}: clean and PGD-{pgd_steps} accuracy on {n_acc} test images, bounds on "
+            f"{len(idx)} properties ...")
         r = evaluate_friendliness(model, data.x_test, data.y_test, idx, e,
                                   pgd_steps=pgd_steps, accuracy_limit=test_limit).to_dict()
         if timeout > 0:
