@@ -10,6 +10,7 @@ generator and the history.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -186,8 +187,8 @@ def train_model(model: nn.Module, x_train: Tensor, y_train: Tensor, cfg: TrainCo
                 entry["in_band"] = entry["val_acc"] >= band[0]
             history.append(entry)
             if on_state is not None:
-                on_state(TrainState(epoch, _copy(model.state_dict()),
-                                    _copy(optimizer.state_dict()),
+                on_state(TrainState(epoch, copy.deepcopy(model.state_dict()),
+                                    copy.deepcopy(optimizer.state_dict()),
                                     {"shuffle": shuffle_gen.get_state(),
                                      "noise": noise_gen.get_state(),
                                      "torch": torch.get_rng_state()},
@@ -205,14 +206,3 @@ def _accuracy(model: nn.Module, x: Tensor, y: Tensor, batch: int) -> float:
         right = sum(int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum())
                     for i in range(0, x.shape[0], batch))
     return right / x.shape[0]
-
-
-def _copy(tree):
-    """A deep copy of a state dict (tensors cloned), so later steps do not change it."""
-    if isinstance(tree, Tensor):
-        return tree.detach().clone()
-    if isinstance(tree, dict):
-        return {k: _copy(v) for k, v in tree.items()}
-    if isinstance(tree, list):
-        return [_copy(v) for v in tree]
-    return tree
