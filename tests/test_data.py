@@ -218,11 +218,15 @@ def test_png_archive_labels_order_and_cache(isolated, monkeypatch):
 
     ds = load_dataset("cifar10", data_dir=isolated)
     assert ds.display_name == "CIFAR-10 (PNG)" and ds.x_train.shape == (20, 3, 32, 32)
-    # train: classes alphabetically (= CIFAR label order), files by name inside a class
+    # train: classes alphabetically (= CIFAR label order), files by name inside a class, then
+    # a fixed-seed permutation (so that a prefix of the split holds every class)
     want = [images[f"train/{c}/{n}"] for c in CIFAR10_CLASSES for n in ("a.png", "b.png")]
-    assert torch.equal(ds.x_train, expected_pixels(np.stack(want).transpose(0, 3, 1, 2)))
-    assert ds.y_train.tolist() == [i for i in range(10) for _ in range(2)]
-    assert ds.y_test.tolist() == list(range(10))
+    perm = np.random.default_rng(imagefolder.SHUFFLE_SEED).permutation(20)
+    want = np.stack(want)[perm]
+    assert torch.equal(ds.x_train, expected_pixels(want.transpose(0, 3, 1, 2)))
+    assert ds.y_train.tolist() == [i // 2 for i in perm]
+    assert sorted(ds.y_test.tolist()) == list(range(10))
+    assert ds.y_train[:10].unique().numel() > 3
 
     cache = d / "cifar10-png.cache.npz"
     assert cache.is_file()
@@ -253,8 +257,9 @@ def test_jpeg_archive_in_read_only_dir_caches_elsewhere(isolated):
     finally:
         d.chmod(0o755)
     assert ds.display_name == "CIFAR-10 (JPEG)"
-    assert ds.y_test.tolist() == list(range(10))
-    want = expected_pixels(np.stack(list(colors.values())).transpose(0, 3, 1, 2))
+    assert sorted(ds.y_test.tolist()) == list(range(10))
+    want = np.stack(list(colors.values()))[ds.y_test.numpy()]  # each image keeps its label
+    want = expected_pixels(want.transpose(0, 3, 1, 2))
     assert (ds.x_test - want).abs().max() <= 3 / 255  # JPEG is lossy, flat colours nearly exact
     assert not list(d.glob("*.npz"))
     assert len(list((isolated / "cache").glob("cifar10-jpeg-*.cache.npz"))) == 1

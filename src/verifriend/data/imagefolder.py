@@ -26,8 +26,9 @@ from verifriend.errors import UserError
 
 IMAGE_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}
 CACHE_SUFFIX = ".cache.npz"
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: splits shuffled (see decode_archive)
 _SPLITS = ("train", "test")
+SHUFFLE_SEED = 0
 
 
 def _progress() -> Progress:
@@ -42,8 +43,10 @@ def _progress() -> Progress:
 def decode_archive(archive: Path, mode: str = "RGB") -> dict[str, np.ndarray]:
     """Decode every ``<split>/<class>/<image>`` of a tar archive into uint8 NHWC arrays.
 
-    Classes are the folder names sorted alphabetically (label = position); images within a class
-    are ordered by file name, so the result does not depend on the archive's member order.
+    Classes are the folder names sorted alphabetically (label = position). Each split is
+    sorted by (class, file name), so the result does not depend on the archive's member order,
+    then permuted with a fixed seed: class-ordered folders would otherwise make any prefix of
+    a split (``--limit``, ``--test-limit``) hold only the first few classes.
     """
     found: dict[str, list[tuple[str, str, np.ndarray]]] = {s: [] for s in _SPLITS}
     formats: set[str] = set()
@@ -81,6 +84,7 @@ def decode_archive(archive: Path, mode: str = "RGB") -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     for split in _SPLITS:
         items = sorted(found[split], key=lambda t: (t[0], t[1]))
+        items = [items[i] for i in np.random.default_rng(SHUFFLE_SEED).permutation(len(items))]
         shapes = {p.shape for _, _, p in items}
         if len(shapes) != 1:
             raise UserError(f"{archive} mixes image sizes {sorted(shapes)} in {split}/; all images "
