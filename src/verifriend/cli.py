@@ -262,5 +262,91 @@ def zoo() -> None:
         console.print(f"[bold]{name}[/]: {describe_architecture(name)}", highlight=False)
 
 
+bnn_app = typer.Typer(help="Binarized networks: train, verify exactly with SAT, benchmark solvers.",
+                      no_args_is_help=True)
+app.add_typer(bnn_app, name="bnn")
+
+
+@bnn_app.command("train", epilog="Example: verifriend bnn train --arch conv-small --dataset mnist "
+                 "--epochs 5 --eps 0.1 --cbd 1e-4 --out runs/bnn/conv-small.pt")
+@user_errors
+def bnn_train(
+    out: Annotated[Path, typer.Option(help="Model file (.pt); a .json with the summary goes beside it.")],
+    arch: Annotated[str, typer.Option(help="mlp | conv-small | conv-large | digits, or hidden widths like 100,50.")] = "conv-small",
+    dataset: Annotated[str, typer.Option(help="digits (scikit-learn 8x8), mnist-embedded, mnist, fashion-mnist, cifar10.")] = "mnist",
+    data_dir: DataDir = None,
+    epochs: Annotated[int, typer.Option(min=1)] = 5,
+    eps: Annotated[float, typer.Option(min=0, help="PGD training radius, ramped over the first half.")] = 0.1,
+    cbd: Annotated[float, typer.Option(min=0, help="Cardinality-bound decay weight eta (0: off).")] = 1e-4,
+    mask_decay: Annotated[float, typer.Option(min=0, help="BinMask weight decay on positive masks.")] = 1e-5,
+    sparsity: Annotated[str, typer.Option(help="binmask | ternary | none.")] = "binmask",
+    step: Annotated[float | None, typer.Option(help="Input quantization step (default per data set).")] = None,
+    lr: float = 1e-3,
+    batch_size: int = 128,
+    limit: Annotated[int | None, typer.Option(help="Use only the first N training examples.")] = None,
+    test_limit: Annotated[int | None, typer.Option(help="Accuracy on the first N test images.")] = None,
+    adaptive_alpha: Annotated[bool, typer.Option(help="Adaptive gradient cancelling (alpha per epoch).")] = True,
+    seed: int = 0,
+) -> None:
+    """Train a BNN (BinMask, cardinality-bound decay, adaptive gradient cancelling, PGD)."""
+    from verifriend.bnn.train import BNNTrainConfig
+    from verifriend.bnn.workflow import train_and_save
+
+    cfg = BNNTrainConfig(epochs=epochs, eps=eps, cbd=cbd, mask_decay=mask_decay, lr=lr,
+                         batch_size=batch_size, limit=limit, adaptive_alpha=adaptive_alpha,
+                         seed=seed)
+    s = train_and_save(arch, dataset, cfg, out, step=step, sparsity=sparsity, data_dir=data_dir,
+                       test_limit=test_limit)
+    b = s["bounds"]
+    console.print(f"{out}: test accuracy {100 * s['test_acc']:.2f}%, cardinality bound after the "
+                  f"first layer mean {b['mean_after_first']:.1f} max {b['max_after_first']}, "
+                  f"trained in {s['train_s']:.0f} s", highlight=False)
+
+
+@bnn_app.command("verify", epilog="Example: verifriend bnn verify runs/bnn/conv-small.pt --eps 0.1 --limit 1000")
+@user_errors
+def bnn_verify(
+    model: Annotated[Path, typer.Argument(help="A .pt written by `verifriend bnn train`.")],
+    eps: Annotated[float, typer.Option(help="Linf radius in [0, 1] pixel units.")] = 0.1,
+    solver: Annotated[str, typer.Option(help="native, pysat-gluecard4, pysat-totalizer-cadical153, cpsat, z3, ...")] = "native",
+    timeout: Annotated[float | None, typer.Option(help="Seconds per image (none: no limit).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Verify the first N test images.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Data set (default: the one the model was trained on).")] = None,
+    data_dir: DataDir = None,
+    pgd_steps: Annotated[int, typer.Option(help="PGD steps of the attack accuracy.")] = 20,
+    log: Annotated[Path | None, typer.Option(help="Write one JSON line per image here.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Exact robustness verification of a BNN: one SAT encoding, one query per image."""
+    from rich.progress import Progress
+
+    from verifriend.bnn.workflow import verify_model
+
+    with Progress(console=err_console, transient=True, disable=json_out) as bar:
+        task = bar.add_task("verifying", total=limit)
+
+        def tick(i, v):
+            bar.update(task, advance=1, description=f"#{i}: {v.verdict}")
+
+        r = verify_model(model, eps, solver=solver, timeout=timeout, limit=limit,
+                         dataset=dataset, data_dir=data_dir, pgd_steps=pgd_steps, log=log,
+                         progress=tick)
+    if json_out:
+        print(json.dumps(r, indent=2, default=float))
+        return
+    n = r["images"]
+    console.print(
+        f"{r['model']} on {r['dataset']}, eps {eps:g}, solver {r['backend']}: {n} images\n"
+        f"  verified robust {r['robust']}  attack {r['attack']}  misclassified {r['misclassified']}"
+        f"  unknown {r['unknown']}  replay failed {r['replay_failed']}\n"
+        f"  verifiable accuracy {100 * r['verifiable_accuracy']:.2f}%   PGD-{r['pgd_steps']} accuracy "
+        f"{100 * r['pgd_accuracy']:.2f}%   natural accuracy {100 * r['natural_accuracy']:.2f}%\n"
+        f"  build {r['build_s']:.2f} s (once), solve mean {1000 * r['solve_mean_s']:.2f} ms, "
+        f"max {1000 * r['solve_max_s']:.1f} ms; total per image {1000 * r['total_per_image_s']:.2f} ms\n"
+        f"  sparsity {r['sparsity']}\n"
+        f"  cardinality bound after the first layer: mean {r['bounds']['mean_after_first']:.2f}, "
+        f"max {r['bounds']['max_after_first']}", highlight=False)
+
+
 if __name__ == "__main__":
     app()

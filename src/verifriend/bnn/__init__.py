@@ -1,0 +1,1 @@
+"""Binarized neural networks: training, exact integer form, SAT encoding and solvers."""

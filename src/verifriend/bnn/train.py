@@ -1,0 +1,458 @@
+"""Training binarized networks for exact verification (EEV-style).
+
+`train_bnn` runs Adam on cross-entropy with, all optional:
+
+- PGD adversarial training on the real input in [0, 1] (before quantization, through the
+  STEs), eps ramped linearly 0 -> ``eps`` and the step count 0 -> ``pgd_steps`` over the first
+  ``ramp`` share of training (per batch); the attack runs with BatchNorm frozen (batch
+  statistics, running ones untouched);
+- adaptive gradient cancelling: at the start of each epoch where the ramped attack is on,
+  every candidate alpha (0.6, 1.0, ..., 3.0) is tried as the activations' STE sharpness for a
+  PGD attack (the epoch's eps and steps, the same random start) on ``alpha_batches`` fixed
+  training batches, and the alpha with the most successful attacks is kept (ties: the one
+  nearest 1);
+- cardinality-bound decay (CBD): ``cbd * sum_i max(b_i - cbd_tau, 0)`` over hidden neurons,
+  b_i the differentiable surrogate of the encoder's bound (`layers.BinBlock.soft_bounds`); the
+  first layer is left out by default (``cbd_first_layer``: its bound counts thermometer
+  literals, levels per input, so tau = 5 is far out of its reach);
+- BinMask sparsity decay ``mask_decay``: every step adds ``mask_decay`` to the gradient of each
+  mask M > 0 (weight decay of the binary mask value [M > 0], passed straight through, so it
+  pushes the masks that are on across 0 at a steady rate); with ternary weights it adds
+  ``mask_decay * sign(W)`` to the nonzero latent weights instead.
+
+After training, every BatchNorm's running statistics are recomputed on the training set
+(`layers.recompute_batchnorm`). Runs are seeded and deterministic on CPU.
+
+Command line: ``python -m verifriend.bnn.train --arch conv-small --dataset mnist --limit 15000
+--epochs 6 --eps 0.1 --cbd 1e-5 --mask-decay 1e-5 --alpha-batches 10 --threads 1 --out m.pt``
+trains, saves, and prints test accuracy (of the exported integer form), PGD accuracy,
+sparsity and cardinality-bound statistics. ``--threads 1``: on a shared two-core machine two
+torch threads ran conv-small about five times slower than one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import Tensor
+
+from verifriend.bnn.layers import BNN, recompute_batchnorm
+from verifriend.errors import UserError
+
+ALPHA_CANDIDATES = (0.6, 1.0, 1.4, 1.8, 2.2, 2.6, 3.0)
+
+
+@dataclass
+class BNNTrainConfig:
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 1e-3
+    lr_schedule: str = "cosine"  # "cosine" (to lr_min_factor * lr) or "constant"
+    lr_min_factor: float = 0.01
+    seed: int = 0
+    limit: int | None = None  # use the first `limit` training examples
+    # adversarial training
+    eps: float = 0.0
+    pgd_steps: int = 10
+    ramp: float = 0.5  # share of training over which eps and steps ramp up
+    pgd_step_size: float = 2.5  # step = pgd_step_size * eps / steps
+    # adaptive gradient cancelling
+    alpha: float = 1.0
+    adaptive_alpha: bool = True
+    alpha_candidates: tuple[float, ...] = ALPHA_CANDIDATES
+    alpha_batches: int = 40
+    # cardinality-bound decay
+    cbd: float = 0.0
+    cbd_tau: float = 5.0
+    cbd_first_layer: bool = False
+    # sparsity
+    mask_decay: float = 0.0
+    weight_clip: float = 1.0
+    recompute_bn: bool = True
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise UserError("epochs and batch_size must be positive.")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise UserError(f"Unknown lr_schedule {self.lr_schedule!r}: cosine or constant.")
+        if self.eps < 0 or self.pgd_steps < 0 or not 0 < self.ramp <= 1:
+            raise UserError("eps and pgd_steps must be >= 0 and ramp in (0, 1].")
+        if self.cbd < 0 or self.mask_decay < 0:
+            raise UserError("cbd and mask_decay must be >= 0.")
+        self.alpha_candidates = tuple(float(a) for a in self.alpha_candidates)
+
+
+# --- pieces --------------------------------------------------------------------------------
+
+def _as_xy(data) -> tuple[Tensor, Tensor]:
+    if isinstance(data, tuple | list) and len(data) == 2:
+        x, y = data
+    elif hasattr(data, "x_train") and hasattr(data, "y_train"):
+        x, y = data.x_train, data.y_train
+    else:
+        raise UserError("Training data must be a Dataset or an (x, y) pair.")
+    x = torch.as_tensor(x, dtype=torch.float32)
+    y = torch.as_tensor(y).long()
+    if x.shape[0] != y.shape[0] or x.shape[0] == 0:
+        raise UserError(f"Training data: {x.shape[0]} images and {y.shape[0]} labels.")
+    if float(x.min()) < 0 or float(x.max()) > 1:
+        raise UserError("BNN inputs must lie in [0, 1].")
+    return x, y
+
+
+def ramp(progress: float, length: float) -> float:
+    return min(1.0, max(0.0, progress / length))
+
+
+def pgd_attack(model: BNN, x: Tensor, y: Tensor, eps: float, steps: int, *,
+               step_size: float = 2.5, generator: torch.Generator | None = None,
+               init: Tensor | None = None) -> Tensor:
+    """L-inf PGD on inputs in [0, 1] from a random start (or ``init``), maximizing
+    cross-entropy through the STEs; the model's mode is left as it is."""
+    if eps <= 0 or steps <= 0:
+        return x
+    if init is None:
+        init = (torch.rand(x.shape, generator=generator) * 2 - 1) * eps
+    lo, hi = (x - eps).clamp(min=0), (x + eps).clamp(max=1)
+    adv = torch.max(torch.min(x + init, hi), lo)
+    step = step_size * eps / steps
+    for _ in range(steps):
+        adv.requires_grad_(True)
+        loss = F.cross_entropy(model(adv), y, reduction="sum")
+        (g,) = torch.autograd.grad(loss, adv)
+        adv = torch.max(torch.min(adv.detach() + step * g.sign(), hi), lo)
+    return adv.detach()
+
+
+def cbd_loss(model: BNN, tau: float, first_layer: bool = False) -> Tensor:
+    """sum_i max(b_i - tau, 0) over the hidden neurons' surrogate bounds."""
+    blocks = list(model.blocks) if first_layer else list(model.blocks)[1:]
+    total = torch.zeros(())
+    for b in blocks:
+        total = total + F.relu(b.soft_bounds() - tau).sum()
+    return total
+
+
+@torch.no_grad()
+def apply_sparse_decay(model: BNN, decay: float) -> None:
+    """Add the sparsity decay to the gradients (see the module docstring)."""
+    if decay <= 0:
+        return
+    for m in model.bin_layers():
+        if m.mask is not None:
+            if m.mask.grad is None:
+                m.mask.grad = torch.zeros_like(m.mask)
+            m.mask.grad.add_((m.mask > 0).to(m.mask.dtype), alpha=decay)
+        elif m.sparsity == "ternary":
+            if m.weight.grad is None:
+                m.weight.grad = torch.zeros_like(m.weight)
+            m.weight.grad.add_(m.binary_weight().detach(), alpha=decay)
+
+
+def choose_alpha(model: BNN, batches: list[tuple[Tensor, Tensor]], eps: float, steps: int,
+                 candidates: tuple[float, ...], step_size: float,
+                 generator: torch.Generator) -> tuple[float, dict[float, int]]:
+    """The alpha whose PGD attack succeeds most often on ``batches`` (ties: nearest 1)."""
+    inits = [(torch.rand(x.shape, generator=generator) * 2 - 1) * eps for x, _ in batches]
+    scores: dict[float, int] = {}
+    was_training = model.training
+    model.train()
+    model.set_frozen(True)
+    try:
+        for a in candidates:
+            model.set_alpha(a)
+            wrong = 0
+            for (x, y), init in zip(batches, inits, strict=True):
+                adv = pgd_attack(model, x, y, eps, steps, step_size=step_size, init=init)
+                with torch.no_grad():
+                    wrong += int((model(adv).argmax(1) != y).sum())
+            scores[a] = wrong
+    finally:
+        model.set_frozen(False)
+        model.train(was_training)
+    best = max(candidates, key=lambda a: (scores[a], -abs(a - 1.0)))
+    model.set_alpha(best)
+    return best, scores
+
+
+@torch.no_grad()
+def evaluate(model: BNN, x: Tensor, y: Tensor, batch_size: int = 1000) -> float:
+    """Accuracy of the eval-mode model."""
+    model.eval()
+    correct = 0
+    for i in range(0, x.shape[0], batch_size):
+        correct += int((model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum())
+    return correct / max(x.shape[0], 1)
+
+
+def robust_accuracy(model: BNN, x: Tensor, y: Tensor, eps: float, steps: int = 20,
+                    batch_size: int = 500, seed: int = 0, step_size: float = 2.5) -> float:
+    """Accuracy under a PGD attack on the eval-mode model (an upper bound on robustness)."""
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    correct = 0
+    for i in range(0, x.shape[0], batch_size):
+        xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+        adv = pgd_attack(model, xb, yb, eps, steps, step_size=step_size, generator=gen)
+        with torch.no_grad():
+            correct += int((model(adv).argmax(1) == yb).sum())
+    return correct / max(x.shape[0], 1)
+
+
+def _lr_factor(cfg: BNNTrainConfig, done: float) -> float:
+    if cfg.lr_schedule == "constant":
+        return 1.0
+    m = cfg.lr_min_factor
+    return m + (1 - m) * 0.5 * (1 + math.cos(math.pi * done))
+
+
+# --- the loop ------------------------------------------------------------------------------
+
+def train_bnn(model: BNN, data, cfg: BNNTrainConfig | None = None, *,
+              test=None, progress: bool = True,
+              on_epoch_end: Callable[[int, BNN, dict], None] | None = None) -> list[dict]:
+    """Train ``model`` in place (see the module docstring); one history dict per epoch.
+
+    ``data`` is a `Dataset` or an (x, y) pair with x in [0, 1]; ``test`` likewise (optional:
+    its accuracy is then logged per epoch). History entries: epoch, loss, cbd (the mean
+    surrogate bound excess), train_acc (on the training batches as attacked), eps, steps,
+    alpha (and alpha_scores when chosen), sparsity, lr, time_s, test_acc. The model is left in
+    eval mode with recomputed BatchNorm statistics (``cfg.recompute_bn``).
+    """
+    cfg = cfg or BNNTrainConfig()
+    x, y = _as_xy(data)
+    if tuple(x.shape[1:]) != tuple(model.spec.input_shape):  # type: ignore[arg-type]
+        raise UserError(f"Training images have shape {tuple(x.shape[1:])}; the BNN expects "
+                        f"{tuple(model.spec.input_shape)}.")  # type: ignore[arg-type]
+    if cfg.limit is not None:
+        x, y = x[:cfg.limit], y[:cfg.limit]
+    xt = yt = None
+    if test is not None:
+        xt, yt = _as_xy(test)
+    torch.manual_seed(cfg.seed)
+    shuffle_gen = torch.Generator().manual_seed(cfg.seed)
+    noise_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    alpha_gen = torch.Generator().manual_seed(cfg.seed + 2)
+    model.set_alpha(cfg.alpha)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=cfg.lr)
+    n = x.shape[0]
+    bs = cfg.batch_size
+    n_batches = (n + bs - 1) // bs
+    total = cfg.epochs * n_batches
+    fixed = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed + 3))
+    alpha_batches = [(x[fixed[i * bs:(i + 1) * bs]], y[fixed[i * bs:(i + 1) * bs]])
+                     for i in range(min(cfg.alpha_batches, n_batches))]
+    history: list[dict] = []
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TextColumn("{task.fields[stats]}"), disable=not progress)
+    with bar:
+        for epoch in range(1, cfg.epochs + 1):
+            start = time.perf_counter()
+            entry: dict = {"epoch": epoch}
+            p0 = (epoch - 1) * n_batches / total
+            eps0 = cfg.eps * ramp(p0, cfg.ramp)
+            steps0 = round(cfg.pgd_steps * ramp(p0, cfg.ramp))
+            if cfg.adaptive_alpha and eps0 > 0 and steps0 > 0 and alpha_batches:
+                _, scores = choose_alpha(model, alpha_batches, eps0, steps0,
+                                            cfg.alpha_candidates, cfg.pgd_step_size, alpha_gen)
+                entry["alpha_scores"] = {str(k): v for k, v in scores.items()}
+            entry["alpha"] = model.alpha
+            task = bar.add_task(f"BNN epoch {epoch}/{cfg.epochs}", total=n_batches, stats="")
+            order = torch.randperm(n, generator=shuffle_gen)
+            loss_sum = cbd_sum = 0.0
+            correct = 0
+            eps_b, steps_b, lr = 0.0, 0, cfg.lr
+            model.train()
+            for b in range(n_batches):
+                idx = order[b * bs:(b + 1) * bs]
+                xb, yb = x[idx], y[idx]
+                done = ((epoch - 1) * n_batches + b) / total
+                eps_b = cfg.eps * ramp(done, cfg.ramp)
+                steps_b = round(cfg.pgd_steps * ramp(done, cfg.ramp))
+                if eps_b > 0 and steps_b > 0:
+                    model.set_frozen(True)
+                    try:
+                        xb = pgd_attack(model, xb, yb, eps_b, steps_b,
+                                        step_size=cfg.pgd_step_size, generator=noise_gen)
+                    finally:
+                        model.set_frozen(False)
+                lr = cfg.lr * _lr_factor(cfg, done)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                logits = model(xb)
+                loss = F.cross_entropy(logits, yb)
+                if cfg.cbd > 0:
+                    excess = cbd_loss(model, cfg.cbd_tau, cfg.cbd_first_layer)
+                    loss = loss + cfg.cbd * excess
+                    cbd_sum += float(excess.detach()) * len(idx)
+                if not torch.isfinite(loss):
+                    raise UserError(f"The BNN training loss became {float(loss)} in epoch "
+                                    f"{epoch}; lower the learning rate or cbd.")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                apply_sparse_decay(model, cfg.mask_decay)
+                optimizer.step()
+                model.clip_(cfg.weight_clip)
+                loss_sum += float(loss.detach()) * len(idx)
+                correct += int((logits.detach().argmax(1) == yb).sum())
+                if progress:
+                    seen = min((b + 1) * bs, n)
+                    bar.update(task, advance=1,
+                               stats=f"loss {loss_sum / seen:.4f}  acc {correct / seen:.3f}  "
+                                     f"eps {eps_b:.3f}/{steps_b}  alpha {model.alpha:g}")
+            entry.update({"loss": loss_sum / n, "cbd": cbd_sum / n, "train_acc": correct / n,
+                          "eps": eps_b, "steps": steps_b, "lr": lr,
+                          "sparsity": model.sparsity()["total"],
+                          "time_s": time.perf_counter() - start})
+            if xt is not None:
+                entry["test_acc"] = evaluate(model, xt, yt)  # running statistics
+            history.append(entry)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, model, entry)
+    if cfg.recompute_bn:
+        recompute_batchnorm(model, x, batch_size=1000)
+    model.eval()
+    return history
+
+
+def config_dict(cfg: BNNTrainConfig) -> dict:
+    d = asdict(cfg)
+    d["alpha_candidates"] = list(cfg.alpha_candidates)
+    return d
+
+
+# --- data ----------------------------------------------------------------------------------
+
+def load_digits_data(test_fraction: float = 0.2, seed: int = 0) -> tuple[Tensor, Tensor,
+                                                                          Tensor, Tensor]:
+    """scikit-learn's 8x8 digits as (x_train, y_train, x_test, y_test), x = pixel / 16 in
+    [0, 1] with shape (N, 1, 8, 8); a seeded random split."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:  # pragma: no cover - scikit-learn comes with mlxtend
+        raise UserError("The digits data set needs scikit-learn (pip install scikit-learn).")\
+            from None
+    d = load_digits()
+    x = (d.data.astype(np.float32) / 16.0).reshape(-1, 1, 8, 8)
+    y = d.target.astype(np.int64)
+    perm = np.random.default_rng(seed).permutation(len(y))
+    n_test = round(len(y) * test_fraction)
+    te, tr = perm[:n_test], perm[n_test:]
+    return (torch.from_numpy(x[tr]), torch.from_numpy(y[tr]), torch.from_numpy(x[te]),
+            torch.from_numpy(y[te]))
+
+
+# --- command line: python -m verifriend.bnn.train ------------------------------------------
+
+def _summary(model: BNN, x_test: Tensor, y_test: Tensor, eval_eps: float,
+             pgd_limit: int) -> dict:
+    from verifriend.bnn.export import bound_stats, export_integer
+
+    net = export_integer(model)
+    q = net.quantize(x_test.numpy())
+    pred = net.predict(q)
+    with torch.no_grad():
+        torch_pred = torch.cat([model(x_test[i:i + 1000]).argmax(1)
+                                for i in range(0, len(x_test), 1000)]).numpy()
+    out = {"test_acc": float((pred == y_test.numpy()).mean()),
+           "torch_int_agree": float((pred == torch_pred).mean()),
+           "sparsity": model.sparsity(), "bounds": bound_stats(net), "levels": model.levels,
+           "step": model.step, "alpha": model.alpha}
+    if eval_eps > 0:
+        k = min(pgd_limit, len(x_test))
+        out["pgd_eps"] = eval_eps
+        out["pgd_images"] = k
+        out["pgd_acc"] = robust_accuracy(model, x_test[:k], y_test[:k], eval_eps, steps=20)
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    import argparse
+    import json
+
+    from verifriend.bnn.export import save_bnn
+    from verifriend.bnn.layers import BNNSpec
+
+    p = argparse.ArgumentParser(prog="python -m verifriend.bnn.train",
+                                description="Train a BNN and report its accuracy, sparsity "
+                                            "and cardinality bounds.")
+    p.add_argument("--arch", default="conv-small", help="a name or widths like 100,50,10")
+    p.add_argument("--dataset", default="mnist", help="digits or a data set name")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--step", type=float, default=None, help="input quantization step")
+    p.add_argument("--sparsity", default="binmask")
+    p.add_argument("--limit", type=int, default=None, help="training examples used")
+    p.add_argument("--test-limit", type=int, default=None)
+    p.add_argument("--eval-eps", type=float, default=None, help="PGD eps of the robust check "
+                                                                "(default: --eps)")
+    p.add_argument("--pgd-eval-images", type=int, default=1000)
+    p.add_argument("--out", default=None, help="save the model here (.pt)")
+    p.add_argument("--json", default=None, help="write the summary and history here")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is fastest "
+                                                              "on a busy machine)")
+    for f in BNNTrainConfig.__dataclass_fields__.values():
+        if f.name in ("limit", "alpha_candidates"):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            p.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"),
+                           default=f.default)
+        else:
+            p.add_argument(flag, type=type(f.default), default=f.default)
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    cfg = BNNTrainConfig(**{k: getattr(a, k) for k in BNNTrainConfig.__dataclass_fields__
+                            if k not in ("limit", "alpha_candidates")}, limit=a.limit)
+    if a.dataset == "digits":
+        xtr, ytr, xte, yte = load_digits_data(seed=0)
+        shape, classes = (1, 8, 8), 10
+    else:
+        from verifriend.data.datasets import load_dataset
+
+        ds = load_dataset(a.dataset, a.data_dir)
+        xtr, ytr, xte, yte = ds.x_train, ds.y_train, ds.x_test, ds.y_test
+        shape, classes = ds.input_shape, ds.num_classes
+    if a.test_limit is not None:
+        xte, yte = xte[:a.test_limit], yte[:a.test_limit]
+    arch = [int(w) for w in a.arch.split(",")] if a.arch[0].isdigit() else a.arch
+    model = BNN(BNNSpec(arch, input_shape=shape, num_classes=classes, step=a.step,
+                        sparsity=a.sparsity), seed=cfg.seed)
+    t0 = time.perf_counter()
+    def log(epoch: int, _model: BNN, entry: dict) -> None:
+        if a.quiet:
+            brief = {k: round(v, 4) if isinstance(v, float) else v for k, v in entry.items()
+                     if k != "alpha_scores"}
+            print(json.dumps(brief), flush=True)
+
+    history = train_bnn(model, (xtr, ytr), cfg, test=(xte, yte), progress=not a.quiet,
+                        on_epoch_end=log)
+    train_s = time.perf_counter() - t0
+    summary = {"train_s": train_s, "train_examples": min(len(ytr), a.limit or len(ytr)),
+               **_summary(model, xte, yte, a.eps if a.eval_eps is None else a.eval_eps,
+                          a.pgd_eval_images)}
+    summary["config"] = config_dict(cfg)
+    summary["arch"] = arch
+    summary["dataset"] = a.dataset
+    if a.out:
+        save_bnn(model, a.out, meta={"summary": summary, "history": history})
+    text = json.dumps({"summary": summary, "history": history}, indent=1)
+    if a.json:
+        from pathlib import Path
+
+        Path(a.json).write_text(text)
+    print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=1))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""BNN jobs behind `verifriend bnn ...`: train and save, verify a data set, both as plain data."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from verifriend.bnn.encode import encode
+from verifriend.bnn.export import bound_stats, export_integer, load_bnn, save_bnn
+from verifriend.bnn.layers import BNN, BNNSpec
+from verifriend.bnn.solvers import make_backend
+from verifriend.bnn.train import BNNTrainConfig, load_digits_data, robust_accuracy, train_bnn
+from verifriend.bnn.verify import ImageVerdict, verify_dataset
+from verifriend.errors import UserError
+
+
+def load_data(dataset: str, data_dir: str | None = None):
+    """(x_train, y_train, x_test, y_test, input_shape, classes); 'digits' is scikit-learn's 8x8."""
+    if dataset == "digits":
+        xtr, ytr, xte, yte = load_digits_data(seed=0)
+        return xtr, ytr, xte, yte, (1, 8, 8), 10
+    from verifriend.data.datasets import load_dataset
+
+    ds = load_dataset(dataset, data_dir)
+    return ds.x_train, ds.y_train, ds.x_test, ds.y_test, ds.input_shape, ds.num_classes
+
+
+def parse_arch(arch: str) -> str | list[int]:
+    """A name (mlp, conv-small, conv-large, digits) or hidden widths like '100,50'."""
+    if arch[:1].isdigit():
+        try:
+            return [int(w) for w in arch.split(",")]
+        except ValueError:
+            raise UserError(f"--arch {arch!r}: widths must be integers like 100,50.") from None
+    return arch
+
+
+def train_and_save(
+    arch: str,
+    dataset: str,
+    cfg: BNNTrainConfig,
+    out: Path,
+    *,
+    step: float | None = None,
+    sparsity: str = "binmask",
+    data_dir: str | None = None,
+    test_limit: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train a BNN, save `out` (.pt) and `out` with .json (summary and history); the summary."""
+    xtr, ytr, xte, yte, shape, classes = load_data(dataset, data_dir)
+    if test_limit is not None:
+        xte, yte = xte[:test_limit], yte[:test_limit]
+    model = BNN(BNNSpec(parse_arch(arch), input_shape=shape, num_classes=classes, step=step,
+                        sparsity=sparsity), seed=cfg.seed)
+    t0 = time.perf_counter()
+    history = train_bnn(model, (xtr, ytr), cfg, test=(xte, yte), progress=progress)
+    train_s = time.perf_counter() - t0
+    net = export_integer(model)
+    summary = {
+        "arch": arch, "dataset": dataset, "train_s": train_s,
+        "test_acc": float((net.predict(net.quantize(xte.numpy())) == yte.numpy()).mean()),
+        "sparsity": model.sparsity(), "bounds": bound_stats(net), "levels": model.levels,
+    }
+    save_bnn(model, out, meta={"dataset": dataset, "summary": summary, "history": history})
+    out.with_suffix(".json").write_text(json.dumps({"summary": summary, "history": history},
+                                                   indent=1, default=float))
+    return summary
+
+
+def verify_model(
+    model_path: Path,
+    eps: float,
+    *,
+    solver: str = "native",
+    timeout: float | None = None,
+    limit: int | None = None,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    pgd_steps: int = 20,
+    log: Path | None = None,
+    progress: Callable[[int, ImageVerdict], None] | None = None,
+) -> dict:
+    """Exact verification of a saved BNN on the test set: verdicts, times, accuracies, bounds."""
+    if eps < 0:
+        raise UserError(f"--eps must be >= 0, got {eps}.")
+    model = load_bnn(model_path)
+    dataset = dataset or model.meta.get("dataset")
+    if not dataset:
+        raise UserError(f"{model_path} does not record its data set; pass --dataset.")
+    _, _, xte, yte, shape, _ = load_data(dataset, data_dir)
+    if tuple(shape) != tuple(model.spec.input_shape):
+        raise UserError(f"{dataset} images are {tuple(shape)}, the model reads "
+                        f"{tuple(model.spec.input_shape)}.")
+    if limit is not None:
+        xte, yte = xte[:limit], yte[:limit]
+    net = export_integer(model)
+    backend = make_backend(solver)
+    enc = encode(net)
+    summary = verify_dataset(net, backend, xte.numpy().astype(np.float64), yte.numpy(), eps,
+                             time_limit=timeout, encoded=enc, progress=progress)
+    backend.close()
+    result = summary.as_dict()
+    verdicts = result.pop("verdicts")
+    if log is not None:
+        log.write_text("".join(json.dumps(v) + "\n" for v in verdicts))
+    clean = float((net.predict(net.quantize(xte.numpy())) == yte.numpy()).mean())
+    result.update({
+        "model": str(model_path), "dataset": dataset, "natural_accuracy": clean,
+        "pgd_accuracy": robust_accuracy(model, xte, yte, eps, steps=pgd_steps) if eps > 0
+        else clean,
+        "pgd_steps": pgd_steps, "sparsity": model.sparsity(), "bounds": bound_stats(net),
+        "formula": {"vars": enc.formula.num_vars, "cards": len(enc.formula.cards),
+                    "clauses": len(enc.formula.clauses)},
+    })
+    return result
+
