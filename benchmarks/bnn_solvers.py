@@ -38,8 +38,14 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
     have = set(available_backends())
-    backends = [b for b in (a.backends or DEFAULT_BACKENDS) if b in have]
+    wanted = a.backends or DEFAULT_BACKENDS
+    backends = [b for b in wanted if b in have]
     log = (lambda s: print(s, file=sys.stderr)) if a.json else print
+    missing = [b for b in wanted if b not in have]
+    if missing:
+        print(f"not available here, left out: {', '.join(missing)}", file=sys.stderr)
+    if not backends:
+        p.error("none of the chosen backends is available")
     suites = []
     for path in a.models:
         model = load_bnn(path)
