@@ -171,3 +171,25 @@ def test_bad_training_data() -> None:
                   progress=False)
     with pytest.raises(UserError):
         BNNTrainConfig(lr_schedule="step")
+
+
+def test_verifier_examples_are_real_and_used_in_training():
+    from verifriend.bnn.verify import find_attacks
+
+    xtr, ytr, _, _ = load_digits_data()
+    model = BNN(BNNSpec([40, 10], input_shape=(1, 8, 8), step=1 / 16), seed=0)
+    cfg = BNNTrainConfig(epochs=2, eps=0.1, pgd_steps=2, verifier_epochs=1, verifier_images=120,
+                         verifier_time=1.0, alpha_batches=2, limit=400)
+    history = train_bnn(model, (xtr, ytr), cfg, progress=False)
+    assert "verifier" not in history[0]
+    v = history[1]["verifier"]
+    assert 0 < v["attacks"] <= v["pgd_held"] <= 120
+    # what the verifier returns: inputs in the ball that the exact network gets wrong
+    net = export_integer(model)
+    x, y = xtr[:40].numpy().astype(np.float64), ytr[:40].numpy()
+    found = find_attacks(net, x, y, 0.1, time_limit=0.5)  # some queries of this net are hard
+    assert found
+    for i, adv in found.items():
+        assert np.abs(adv - x[i]).max() <= 0.1 + 1e-12 and 0 <= adv.min() and adv.max() <= 1
+        assert net.misclassified(net.quantize(adv), int(y[i]))
+        assert not net.misclassified(net.quantize(x[i]), int(y[i]))

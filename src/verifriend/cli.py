@@ -287,19 +287,31 @@ def bnn_train(
     test_limit: Annotated[int | None, typer.Option(help="Accuracy on the first N test images.")] = None,
     adaptive_alpha: Annotated[bool, typer.Option(help="Adaptive gradient cancelling (alpha per epoch).")] = True,
     seed: int = 0,
+    verifier_epochs: Annotated[int, typer.Option(min=0, help="In the last N epochs, also train on counterexamples of the exact verifier for images PGD does not break.")] = 0,
+    verifier_images: Annotated[int, typer.Option(min=0, help="Training images handed to the verifier each such epoch.")] = 500,
+    verifier_time: Annotated[float, typer.Option(min=0.001, help="Seconds per verifier query.")] = 0.05,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads (on a busy 2-core machine 1 trained conv-small ~5x faster than 2).")] = None,
 ) -> None:
     """Train a BNN (BinMask, cardinality-bound decay, adaptive gradient cancelling, PGD)."""
     from verifriend.bnn.train import BNNTrainConfig
     from verifriend.bnn.workflow import train_and_save
 
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
     cfg = BNNTrainConfig(epochs=epochs, eps=eps, cbd=cbd, mask_decay=mask_decay, lr=lr,
                          batch_size=batch_size, limit=limit, adaptive_alpha=adaptive_alpha,
-                         seed=seed)
+                         seed=seed, verifier_epochs=verifier_epochs,
+                         verifier_images=verifier_images, verifier_time=verifier_time)
     s = train_and_save(arch, dataset, cfg, out, step=step, sparsity=sparsity, data_dir=data_dir,
                        test_limit=test_limit)
     b = s["bounds"]
-    console.print(f"{out}: test accuracy {100 * s['test_acc']:.2f}%, cardinality bound after the "
-                  f"first layer mean {b['mean_after_first']:.1f} max {b['max_after_first']}, "
+    pgd = (f", PGD-20 accuracy {100 * s['pgd_acc']:.2f}% at eps {s['pgd_eps']:g}"
+           if "pgd_acc" in s else "")
+    console.print(f"{out}: test accuracy {100 * s['test_acc']:.2f}%{pgd}, cardinality bound after "
+                  f"the first layer mean {b['mean_after_first']:.1f} max {b['max_after_first']}, "
                   f"trained in {s['train_s']:.0f} s", highlight=False)
 
 
@@ -346,6 +358,52 @@ def bnn_verify(
         f"  sparsity {r['sparsity']}\n"
         f"  cardinality bound after the first layer: mean {r['bounds']['mean_after_first']:.2f}, "
         f"max {r['bounds']['max_after_first']}", highlight=False)
+
+
+
+@bnn_app.command("bench", epilog="Examples: verifriend bnn bench --quick | verifriend bnn bench "
+                 "--nets digits,conv-small --timeout 2 --json | verifriend bnn bench m.pt --eps 0.1")
+@user_errors
+def bnn_bench(
+    models: Annotated[list[Path] | None, typer.Argument(help="Saved BNNs (default: the benchmark's own networks, trained into --models-dir or loaded from it).")] = None,
+    quick: Annotated[bool, typer.Option(help="A few minutes: the digits net and a small MNIST net, fewer backends, 1 s a query.")] = False,
+    nets: Annotated[str | None, typer.Option(help="Comma-separated bench networks: digits, mnist-quick, mnist-mlp, conv-small, conv-small-0.3, conv-large, cifar-conv-small-2, cifar-conv-small-8.")] = None,
+    models_dir: Annotated[Path, typer.Option(help="Where the bench networks are trained once and then loaded from.")] = Path("runs/bnn-bench"),
+    backends: Annotated[str | None, typer.Option(help="Comma-separated backends (default: native, exact if installed, cpsat, PySAT Gluecard4/Minicard and CNF encodings, z3).")] = None,
+    eps: Annotated[list[float] | None, typer.Option(help="Radii (repeatable; default: each network's own).")] = None,
+    images: Annotated[int | None, typer.Option(min=1, help="Test images per suite (default 100; 50 for mnist-quick).")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Seconds per query (default 2; 1 with --quick).")] = None,
+    max_clauses: Annotated[int | None, typer.Option(help="Skip a CNF backend whose encoding passes this many clauses (default: none; 5M with --quick).")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Data set of the given models (default: the one each was trained on).")] = None,
+    data_dir: DataDir = None,
+    workers: Annotated[int, typer.Option(min=1, help="Bench networks trained at once (separate processes, one thread each).")] = 2,
+    json_out: Annotated[bool, typer.Option("--json", help="Print agreement and per-backend figures as JSON.")] = False,
+    out: Annotated[Path | None, typer.Option(help="Also write everything, per-query verdicts and times included, as JSON here.")] = None,
+) -> None:
+    """The same BNN queries on every solver backend: solve times side by side, ratios to native.
+
+    One encoding per network, loaded once per backend, one query per correctly classified test
+    image (assumptions). native-fresh answers each query on a newly loaded solver: the gain of
+    reusing one encoding. Unknown queries count at the time limit (ratios are lower bounds).
+    """
+    from verifriend.bnn.bench import format_summary, run_bench, slim, write_json
+
+    def split(text: str | None) -> list[str] | None:
+        return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+    def log(line: str) -> None:
+        err_console.print(line, highlight=False)
+
+    r = run_bench(models or None, nets=split(nets), quick=quick, models_dir=models_dir,
+                  backends=split(backends), radii=eps or None, images=images, time_limit=timeout,
+                  max_clauses=max_clauses, dataset=dataset, data_dir=data_dir, workers=workers,
+                  log=log)
+    if out is not None:
+        write_json(r, out)
+    if json_out:
+        print(json.dumps(slim(r), indent=1, default=float))
+    else:
+        console.print(format_summary(r), highlight=False)
 
 
 if __name__ == "__main__":

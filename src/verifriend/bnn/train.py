@@ -20,14 +20,16 @@
   pushes the masks that are on across 0 at a steady rate); with ternary weights it adds
   ``mask_decay * sign(W)`` to the nonzero latent weights instead.
 
+- adversarial examples made by the verifier (``verifier_epochs`` > 0, with PGD on): at the
+  start of each of the last ``verifier_epochs`` epochs, the network is exported to its integer
+  form and encoded, and of ``verifier_images`` fixed training images, those PGD does not break
+  are handed to the native solver (``verifier_time`` seconds each); every counterexample it
+  finds (replayed exactly) replaces that image's PGD example for the epoch.
+
 After training, every BatchNorm's running statistics are recomputed on the training set
 (`layers.recompute_batchnorm`). Runs are seeded and deterministic on CPU.
 
-Command line: ``python -m verifriend.bnn.train --arch conv-small --dataset mnist --limit 15000
---epochs 6 --eps 0.1 --cbd 1e-5 --mask-decay 1e-5 --alpha-batches 10 --threads 1 --out m.pt``
-trains, saves, and prints test accuracy (of the exported integer form), PGD accuracy,
-sparsity and cardinality-bound statistics. ``--threads 1``: on a shared two-core machine two
-torch threads ran conv-small about five times slower than one.
+The command line is ``verifriend bnn train`` (`verifriend.bnn.workflow.train_and_save`).
 """
 
 from __future__ import annotations
@@ -72,6 +74,10 @@ class BNNTrainConfig:
     cbd: float = 0.0
     cbd_tau: float = 5.0
     cbd_first_layer: bool = False
+    # adversarial examples made by the verifier, in the last `verifier_epochs` epochs
+    verifier_epochs: int = 0
+    verifier_images: int = 500
+    verifier_time: float = 0.05
     # sparsity
     mask_decay: float = 0.0
     weight_clip: float = 1.0
@@ -86,6 +92,8 @@ class BNNTrainConfig:
             raise UserError("eps and pgd_steps must be >= 0 and ramp in (0, 1].")
         if self.cbd < 0 or self.mask_decay < 0:
             raise UserError("cbd and mask_decay must be >= 0.")
+        if self.verifier_epochs < 0 or self.verifier_images < 0 or self.verifier_time <= 0:
+            raise UserError("verifier_epochs and verifier_images must be >= 0, verifier_time > 0.")
         self.alpha_candidates = tuple(float(a) for a in self.alpha_candidates)
 
 
@@ -265,6 +273,11 @@ def train_bnn(model: BNN, data, cfg: BNNTrainConfig | None = None, *,
                                             cfg.alpha_candidates, cfg.pgd_step_size, alpha_gen)
                 entry["alpha_scores"] = {str(k): v for k, v in scores.items()}
             entry["alpha"] = model.alpha
+            verified: dict[int, Tensor] = {}
+            if (cfg.verifier_epochs > 0 and epoch > cfg.epochs - cfg.verifier_epochs
+                    and cfg.eps > 0 and cfg.pgd_steps > 0 and cfg.verifier_images > 0):
+                verified, entry["verifier"] = verifier_examples(
+                    model, x, y, fixed[:cfg.verifier_images], cfg.eps, cfg, noise_gen)
             task = bar.add_task(f"BNN epoch {epoch}/{cfg.epochs}", total=n_batches, stats="")
             order = torch.randperm(n, generator=shuffle_gen)
             loss_sum = cbd_sum = 0.0
@@ -284,6 +297,10 @@ def train_bnn(model: BNN, data, cfg: BNNTrainConfig | None = None, *,
                                         step_size=cfg.pgd_step_size, generator=noise_gen)
                     finally:
                         model.set_frozen(False)
+                    if verified:
+                        for k, i in enumerate(idx.tolist()):
+                            if i in verified:
+                                xb[k] = verified[i]
                 lr = cfg.lr * _lr_factor(cfg, done)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
@@ -323,6 +340,29 @@ def train_bnn(model: BNN, data, cfg: BNNTrainConfig | None = None, *,
     return history
 
 
+def verifier_examples(model: BNN, x: Tensor, y: Tensor, indices: Tensor, eps: float,
+                      cfg: BNNTrainConfig, generator: torch.Generator) -> tuple[dict, dict]:
+    """Counterexamples of the exact verifier for the training images `indices` that PGD does
+    not break: (training index -> adversarial input, figures for the history)."""
+    from verifriend.bnn.export import export_integer
+    from verifriend.bnn.verify import find_attacks
+
+    t0 = time.perf_counter()
+    was_training = model.training
+    model.eval()
+    xs, ys = x[indices], y[indices]
+    adv = pgd_attack(model, xs, ys, eps, cfg.pgd_steps, step_size=cfg.pgd_step_size,
+                     generator=generator)
+    with torch.no_grad():
+        held = (model(adv).argmax(1) == ys).nonzero().reshape(-1)
+    net = export_integer(model)
+    found = find_attacks(net, xs[held].numpy().astype(np.float64), ys[held].numpy(), eps,
+                         time_limit=cfg.verifier_time)
+    model.train(was_training)
+    out = {int(indices[held[k]]): torch.as_tensor(v, dtype=x.dtype) for k, v in found.items()}
+    return out, {"pgd_held": len(held), "attacks": len(out), "time_s": time.perf_counter() - t0}
+
+
 def config_dict(cfg: BNNTrainConfig) -> dict:
     d = asdict(cfg)
     d["alpha_candidates"] = list(cfg.alpha_candidates)
@@ -348,111 +388,3 @@ def load_digits_data(test_fraction: float = 0.2, seed: int = 0) -> tuple[Tensor,
     te, tr = perm[:n_test], perm[n_test:]
     return (torch.from_numpy(x[tr]), torch.from_numpy(y[tr]), torch.from_numpy(x[te]),
             torch.from_numpy(y[te]))
-
-
-# --- command line: python -m verifriend.bnn.train ------------------------------------------
-
-def _summary(model: BNN, x_test: Tensor, y_test: Tensor, eval_eps: float,
-             pgd_limit: int) -> dict:
-    from verifriend.bnn.export import bound_stats, export_integer
-
-    net = export_integer(model)
-    q = net.quantize(x_test.numpy())
-    pred = net.predict(q)
-    with torch.no_grad():
-        torch_pred = torch.cat([model(x_test[i:i + 1000]).argmax(1)
-                                for i in range(0, len(x_test), 1000)]).numpy()
-    out = {"test_acc": float((pred == y_test.numpy()).mean()),
-           "torch_int_agree": float((pred == torch_pred).mean()),
-           "sparsity": model.sparsity(), "bounds": bound_stats(net), "levels": model.levels,
-           "step": model.step, "alpha": model.alpha}
-    if eval_eps > 0:
-        k = min(pgd_limit, len(x_test))
-        out["pgd_eps"] = eval_eps
-        out["pgd_images"] = k
-        out["pgd_acc"] = robust_accuracy(model, x_test[:k], y_test[:k], eval_eps, steps=20)
-    return out
-
-
-def main(argv: list[str] | None = None) -> dict:
-    import argparse
-    import json
-
-    from verifriend.bnn.export import save_bnn
-    from verifriend.bnn.layers import BNNSpec
-
-    p = argparse.ArgumentParser(prog="python -m verifriend.bnn.train",
-                                description="Train a BNN and report its accuracy, sparsity "
-                                            "and cardinality bounds.")
-    p.add_argument("--arch", default="conv-small", help="a name or widths like 100,50,10")
-    p.add_argument("--dataset", default="mnist", help="digits or a data set name")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--step", type=float, default=None, help="input quantization step")
-    p.add_argument("--sparsity", default="binmask")
-    p.add_argument("--limit", type=int, default=None, help="training examples used")
-    p.add_argument("--test-limit", type=int, default=None)
-    p.add_argument("--eval-eps", type=float, default=None, help="PGD eps of the robust check "
-                                                                "(default: --eps)")
-    p.add_argument("--pgd-eval-images", type=int, default=1000)
-    p.add_argument("--out", default=None, help="save the model here (.pt)")
-    p.add_argument("--json", default=None, help="write the summary and history here")
-    p.add_argument("--quiet", action="store_true")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is fastest "
-                                                              "on a busy machine)")
-    for f in BNNTrainConfig.__dataclass_fields__.values():
-        if f.name in ("limit", "alpha_candidates"):
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool", bool):
-            p.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"),
-                           default=f.default)
-        else:
-            p.add_argument(flag, type=type(f.default), default=f.default)
-    a = p.parse_args(argv)
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    cfg = BNNTrainConfig(**{k: getattr(a, k) for k in BNNTrainConfig.__dataclass_fields__
-                            if k not in ("limit", "alpha_candidates")}, limit=a.limit)
-    if a.dataset == "digits":
-        xtr, ytr, xte, yte = load_digits_data(seed=0)
-        shape, classes = (1, 8, 8), 10
-    else:
-        from verifriend.data.datasets import load_dataset
-
-        ds = load_dataset(a.dataset, a.data_dir)
-        xtr, ytr, xte, yte = ds.x_train, ds.y_train, ds.x_test, ds.y_test
-        shape, classes = ds.input_shape, ds.num_classes
-    if a.test_limit is not None:
-        xte, yte = xte[:a.test_limit], yte[:a.test_limit]
-    arch = [int(w) for w in a.arch.split(",")] if a.arch[0].isdigit() else a.arch
-    model = BNN(BNNSpec(arch, input_shape=shape, num_classes=classes, step=a.step,
-                        sparsity=a.sparsity), seed=cfg.seed)
-    t0 = time.perf_counter()
-    def log(epoch: int, _model: BNN, entry: dict) -> None:
-        if a.quiet:
-            brief = {k: round(v, 4) if isinstance(v, float) else v for k, v in entry.items()
-                     if k != "alpha_scores"}
-            print(json.dumps(brief), flush=True)
-
-    history = train_bnn(model, (xtr, ytr), cfg, test=(xte, yte), progress=not a.quiet,
-                        on_epoch_end=log)
-    train_s = time.perf_counter() - t0
-    summary = {"train_s": train_s, "train_examples": min(len(ytr), a.limit or len(ytr)),
-               **_summary(model, xte, yte, a.eps if a.eval_eps is None else a.eval_eps,
-                          a.pgd_eval_images)}
-    summary["config"] = config_dict(cfg)
-    summary["arch"] = arch
-    summary["dataset"] = a.dataset
-    if a.out:
-        save_bnn(model, a.out, meta={"summary": summary, "history": history})
-    text = json.dumps({"summary": summary, "history": history}, indent=1)
-    if a.json:
-        from pathlib import Path
-
-        Path(a.json).write_text(text)
-    print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=1))
-    return summary
-
-
-if __name__ == "__main__":
-    main()

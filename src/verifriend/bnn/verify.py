@@ -138,3 +138,33 @@ def verify_dataset(
             progress(i, v)
     return VerifySummary(getattr(backend, "name", "?"), eps, len(out), enc.build_s, load_s, out)
 
+
+
+def find_attacks(
+    net: IntBNN,
+    images: np.ndarray,
+    labels: np.ndarray,
+    eps: float,
+    *,
+    backend: Backend | None = None,
+    time_limit: float | None = 0.05,
+) -> dict[int, np.ndarray]:
+    """Adversarial examples made by the verifier: image index -> an input in the eps-ball that
+    `net` misclassifies (each one replayed), for the correctly classified images whose query
+    comes back `sat` within `time_limit`. Default backend: the native solver."""
+    from verifriend.bnn.solvers import make_backend
+
+    enc = encode(net)
+    backend = backend if backend is not None else make_backend("native")
+    backend.load(enc.formula)
+    found: dict[int, np.ndarray] = {}
+    for i, (x, y) in enumerate(zip(images, labels, strict=True)):
+        y = int(y)
+        if net.misclassified(net.quantize(x), y):
+            continue
+        lo, hi = enc.level_box(x, eps)
+        r = backend.solve(enc.assumptions(lo, hi, y), time_limit)
+        if r.status == "sat" and r.model is not None and replays(enc, r.model, x, y, eps):
+            found[i] = counterexample(enc, enc.decode(r.model), x, eps)
+    backend.close()
+    return found

@@ -8,12 +8,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from verifriend.bnn.encode import encode
 from verifriend.bnn.export import bound_stats, export_integer, load_bnn, save_bnn
 from verifriend.bnn.layers import BNN, BNNSpec
 from verifriend.bnn.solvers import make_backend
-from verifriend.bnn.train import BNNTrainConfig, load_digits_data, robust_accuracy, train_bnn
+from verifriend.bnn.train import (
+    BNNTrainConfig,
+    config_dict,
+    load_digits_data,
+    robust_accuracy,
+    train_bnn,
+)
 from verifriend.bnn.verify import ImageVerdict, verify_dataset
 from verifriend.errors import UserError
 
@@ -49,9 +56,17 @@ def train_and_save(
     sparsity: str = "binmask",
     data_dir: str | None = None,
     test_limit: int | None = None,
+    pgd_images: int = 1000,
+    meta: dict | None = None,
     progress: bool = True,
 ) -> dict:
-    """Train a BNN, save `out` (.pt) and `out` with .json (summary and history); the summary."""
+    """Train a BNN, save `out` (.pt) and `out` with .json (summary and history); the summary.
+
+    The summary holds the recipe (arch, dataset, step, sparsity, config) next to the figures:
+    test accuracy of the exported integer form (and its agreement with the torch model), PGD-20
+    accuracy at the training eps on the first `pgd_images` test images, sparsity and bounds.
+    `meta` adds entries to the model file's meta.
+    """
     xtr, ytr, xte, yte, shape, classes = load_data(dataset, data_dir)
     if test_limit is not None:
         xte, yte = xte[:test_limit], yte[:test_limit]
@@ -61,12 +76,25 @@ def train_and_save(
     history = train_bnn(model, (xtr, ytr), cfg, test=(xte, yte), progress=progress)
     train_s = time.perf_counter() - t0
     net = export_integer(model)
+    pred = net.predict(net.quantize(xte.numpy()))
+    with torch.no_grad():
+        torch_pred = torch.cat([model(xte[i:i + 1000]).argmax(1)
+                                for i in range(0, len(xte), 1000)]).numpy()
     summary = {
-        "arch": arch, "dataset": dataset, "train_s": train_s,
-        "test_acc": float((net.predict(net.quantize(xte.numpy())) == yte.numpy()).mean()),
+        "arch": arch, "dataset": dataset, "step": model.step, "sparsity_mode": sparsity,
+        "config": config_dict(cfg), "train_s": train_s,
+        "train_examples": min(len(ytr), cfg.limit or len(ytr)),
+        "test_acc": float((pred == yte.numpy()).mean()),
+        "torch_int_agree": float((pred == torch_pred).mean()),
         "sparsity": model.sparsity(), "bounds": bound_stats(net), "levels": model.levels,
+        "alpha": model.alpha,
     }
-    save_bnn(model, out, meta={"dataset": dataset, "summary": summary, "history": history})
+    if cfg.eps > 0 and pgd_images > 0:
+        k = min(pgd_images, len(xte))
+        summary.update({"pgd_eps": cfg.eps, "pgd_images": k,
+                        "pgd_acc": robust_accuracy(model, xte[:k], yte[:k], cfg.eps, steps=20)})
+    save_bnn(model, out, meta={"dataset": dataset, "summary": summary, "history": history,
+                               **(meta or {})})
     out.with_suffix(".json").write_text(json.dumps({"summary": summary, "history": history},
                                                    indent=1, default=float))
     return summary

@@ -28,3 +28,16 @@ class Backend(Protocol):
     ) -> SolveResult: ...
 
     def close(self) -> None: ...
+
+
+class FormulaTooLarge(Exception):
+    """A backend refused to load a formula above its size cap (CNF encodings can explode)."""
+
+
+def early_result(name: str, handle: object, time_limit: float | None) -> SolveResult | None:
+    """What every backend's solve() checks first: loaded (else RuntimeError), time left."""
+    if handle is None:
+        raise RuntimeError(f"{name}: load() a formula before solve()")
+    if time_limit is not None and time_limit <= 0:
+        return SolveResult("unknown")
+    return None

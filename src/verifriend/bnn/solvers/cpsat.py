@@ -20,7 +20,7 @@ from collections import Counter
 from ortools.sat.python import cp_model
 
 from verifriend.bnn.formula import CardFormula
-from verifriend.bnn.solvers.base import SolveResult
+from verifriend.bnn.solvers.base import SolveResult, early_result
 
 _STATUS = {
     cp_model.OPTIMAL: "sat",
@@ -80,10 +80,9 @@ class CpSatBackend:
         self.build_time_s = time.perf_counter() - t0
 
     def solve(self, assumptions: list[int], time_limit: float | None = None) -> SolveResult:
-        if self._model is None:
-            raise RuntimeError(f"{self.name}: load() a formula before solve()")
-        if time_limit is not None and time_limit <= 0:
-            return SolveResult("unknown")
+        early = early_result(self.name, self._model, time_limit)
+        if early is not None:
+            return early
         solver = cp_model.CpSolver()
         solver.parameters.num_workers = self.num_workers
         if time_limit is not None:

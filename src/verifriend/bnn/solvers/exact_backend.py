@@ -14,7 +14,7 @@ import time
 from collections import Counter
 
 from verifriend.bnn.formula import CardFormula
-from verifriend.bnn.solvers.base import SolveResult
+from verifriend.bnn.solvers.base import SolveResult, early_result
 from verifriend.errors import UserError
 
 
@@ -69,10 +69,9 @@ class ExactBackend:
         self.build_time_s = time.perf_counter() - t0
 
     def solve(self, assumptions: list[int], time_limit: float | None = None) -> SolveResult:
-        if self._solver is None:
-            raise RuntimeError(f"{self.name}: load() a formula before solve()")
-        if time_limit is not None and time_limit <= 0:
-            return SolveResult("unknown")
+        early = early_result(self.name, self._solver, time_limit)
+        if early is not None:
+            return early
         fixed: dict[int, int] = {}
         t0 = time.perf_counter()
         for lit in assumptions:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable
 
 from verifriend.bnn.formula import CardFormula
-from verifriend.bnn.solvers.base import SolveResult
+from verifriend.bnn.solvers.base import SolveResult, early_result
 
 try:
     from verifriend import _cardsat
@@ -103,9 +103,10 @@ class NativeBackend:
         return self._solver
 
     def solve(self, assumptions: list[int], time_limit: float | None = None) -> SolveResult:
+        early = early_result(self.name, self._solver, time_limit)
+        if early is not None:
+            return early
         solver = self.solver
-        if time_limit is not None and time_limit <= 0:
-            return SolveResult("unknown", None, 0.0, {})
         assumptions = [int(a) for a in assumptions]
         conflict_limit = -1 if self.conflict_limit is None else int(self.conflict_limit)
         before = solver.stats()

@@ -33,7 +33,7 @@ from pysat.card import CardEnc, EncType
 from pysat.solvers import Solver
 
 from verifriend.bnn.formula import CardFormula
-from verifriend.bnn.solvers.base import SolveResult
+from verifriend.bnn.solvers.base import FormulaTooLarge, SolveResult, early_result
 
 CNF_ENCODINGS = ("seqcounter", "totalizer", "sortnetwrk", "cardnetwrk")
 CNF_SOLVERS = ("minisat22", "cadical153")
@@ -101,8 +101,6 @@ class _PySATBackend:
         solver = self._solver
         if time_limit is None:
             return solver.solve(assumptions=assumptions)
-        if time_limit <= 0:
-            return None
         if self.solver_name in _NO_INTERRUPT:
             return self._run_budgeted(assumptions, time_limit)
         timer = threading.Timer(time_limit, solver.interrupt)
@@ -134,8 +132,9 @@ class _PySATBackend:
             budget = max(100, int(min(2 * budget, 0.5 * rate * (deadline - now))))
 
     def solve(self, assumptions: list[int], time_limit: float | None = None) -> SolveResult:
-        if self._solver is None:
-            raise RuntimeError(f"{self.name}: load() a formula before solve()")
+        early = early_result(self.name, self._solver, time_limit)
+        if early is not None:
+            return early
         before = _stats(self._solver)
         t0 = time.perf_counter()
         result = self._run(list(assumptions), time_limit)
@@ -161,7 +160,8 @@ class _PySATBackend:
 class PySATCNFBackend(_PySATBackend):
     """Cardinality constraints as CNF (`encoding` in CNF_ENCODINGS) on a plain SAT solver."""
 
-    def __init__(self, encoding: str = "totalizer", solver: str = "cadical153") -> None:
+    def __init__(self, encoding: str = "totalizer", solver: str = "cadical153",
+                 max_clauses: int | None = None) -> None:
         if encoding not in CNF_ENCODINGS:
             raise ValueError(f"unknown encoding {encoding!r}; choose from {CNF_ENCODINGS}")
         if solver not in CNF_SOLVERS:
@@ -170,14 +170,18 @@ class PySATCNFBackend(_PySATBackend):
         self.encoding = encoding
         self.solver_name = solver
         self.name = f"pysat-{encoding}-{solver}"
+        self.max_clauses = max_clauses  # load() raises FormulaTooLarge above it
 
     def _add_cards(self, solver: Solver, formula: CardFormula) -> dict:
         top = formula.num_vars
         n_clauses = 0
         for y, lits, bound in formula.cards:
             clauses, top = encode_reified_card(y, lits, bound, top, self.encoding)
-            solver.append_formula(clauses)
             n_clauses += len(clauses)
+            if self.max_clauses is not None and n_clauses > self.max_clauses:
+                solver.delete()
+                raise FormulaTooLarge(f"{self.name}: the CNF passes {self.max_clauses} clauses")
+            solver.append_formula(clauses)
         return {"aux_vars": top - formula.num_vars, "card_clauses": n_clauses}
 
 

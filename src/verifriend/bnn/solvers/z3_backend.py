@@ -13,7 +13,7 @@ from collections import Counter
 import z3
 
 from verifriend.bnn.formula import CardFormula
-from verifriend.bnn.solvers.base import SolveResult
+from verifriend.bnn.solvers.base import SolveResult, early_result
 
 _NO_TIMEOUT_MS = 4294967295  # Z3's "no limit"
 
@@ -71,10 +71,9 @@ class Z3Backend:
         self.build_time_s = time.perf_counter() - t0
 
     def solve(self, assumptions: list[int], time_limit: float | None = None) -> SolveResult:
-        if self._solver is None:
-            raise RuntimeError(f"{self.name}: load() a formula before solve()")
-        if time_limit is not None and time_limit <= 0:
-            return SolveResult("unknown")
+        early = early_result(self.name, self._solver, time_limit)
+        if early is not None:
+            return early
         timeout_ms = _NO_TIMEOUT_MS if time_limit is None else max(1, int(time_limit * 1000))
         self._solver.set("timeout", timeout_ms)
         lits = [self._lit(lit) for lit in assumptions]

@@ -1,0 +1,157 @@
+"""The solver benchmark: agreement with brute force, fresh-vs-reused native, skips, CLI."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from verifriend.bnn.bench import (
+    BENCH_NETS,
+    Suite,
+    format_summary,
+    prepare_net,
+    run_bench,
+    run_suite,
+    slim,
+    summarize,
+)
+from verifriend.bnn.export import save_bnn
+from verifriend.bnn.integer import random_int_bnn
+from verifriend.bnn.layers import BNN, BNNSpec
+from verifriend.cli import app
+from verifriend.errors import UserError
+
+
+def small_suite(seed: int, images: int = 20, eps: float = 0.34) -> Suite:
+    """A random 6-10-8-3 BNN; labels are its own predictions, so every image is a query."""
+    rng = np.random.default_rng(seed)
+    net = random_int_bnn(rng, [6, 10, 8, 3], levels=3)
+    x = rng.random((images, 6))
+    return Suite(f"random-{seed}", net, x, net.predict(net.quantize(x)), eps)
+
+
+def enumerated_verdicts(suite: Suite) -> list[str]:
+    """The oracle: every level vector of each correctly classified image's box."""
+    from verifriend.bnn.encode import encode
+
+    enc, net, out = encode(suite.net), suite.net, []
+    for x, y in zip(suite.images, suite.labels, strict=True):
+        if net.misclassified(net.quantize(x), int(y)):
+            continue  # not a query
+        lo, hi = enc.level_box(x, suite.eps)
+        boxes = itertools.product(*(range(a, b + 1) for a, b in zip(lo, hi, strict=True)))
+        out.append("sat" if any(net.misclassified(np.array(q), int(y)) for q in boxes)
+                   else "unsat")
+    return out
+
+
+@pytest.mark.parametrize("seed", [1, 5])
+def test_suite_backends_agree_with_enumeration(seed):
+    suite = small_suite(seed)
+    r = run_suite(suite, ["native", "pysat-gluecard4"], 10.0)
+    expected = enumerated_verdicts(suite)
+    assert r["agree"] and r["queries"] == len(expected) > 0
+    assert "sat" in expected  # seeds 1 and 5 have attackable images (9 and 2 of 20)
+    for name in ("native", "native-fresh", "pysat-gluecard4"):
+        assert r["backends"][name]["verdicts"] == expected
+        assert r["backends"][name]["bad_models"] == 0
+
+
+def test_disagreement_and_bad_models_are_flagged():
+    from verifriend.bnn.bench import _agree
+
+    r = run_suite(small_suite(1), ["native", "pysat-gluecard4"], 10.0)
+    verdicts = r["backends"]["native"]["verdicts"]
+    assert {"sat", "unsat"} <= set(verdicts)  # the suite has both answers
+    flipped = json.loads(json.dumps(r["backends"]))
+    flipped["pysat-gluecard4"]["verdicts"] = ["unsat" if v == "sat" else "sat" for v in verdicts]
+    assert not _agree(flipped)
+    bad = json.loads(json.dumps(r["backends"]))
+    bad["native"]["bad_models"] = 1
+    assert not _agree(bad)
+    unknown = json.loads(json.dumps(r["backends"]))  # unknown agrees with anything
+    unknown["pysat-gluecard4"]["verdicts"] = ["unknown"] * len(verdicts)
+    assert _agree(unknown)
+
+
+def test_summary_ratios_and_cnf_cap():
+    suites = [run_suite(small_suite(s), ["native", "pysat-seqcounter-minisat22"], 10.0,
+                        max_clauses=10 if s == 5 else None) for s in (1, 5)]
+    assert "pysat-seqcounter-minisat22" in suites[1]["skipped"]
+    assert "pysat-seqcounter-minisat22" not in suites[1]["backends"]
+    out = summarize(suites)
+    cnf = out["backends"]["pysat-seqcounter-minisat22"]
+    assert cnf["suites"] == [suites[0]["name"]]
+    # the ratio compares with native on the suites the CNF backend ran on, not on all
+    native0 = suites[0]["backends"]["native"]["total_s"]
+    assert cnf["ratio_to_native"] == pytest.approx(cnf["total_s"] / native0)
+    nat = out["backends"]["native"]
+    assert nat["queries"] == suites[0]["queries"] + suites[1]["queries"]
+    assert nat["ratio_to_native"] == pytest.approx(1.0)
+    text = format_summary(out)
+    assert "skipped on random-5: pysat-seqcounter-minisat22" in text
+    js = slim(out)
+    assert "verdicts" not in json.dumps(js) and js["agree"] is True
+
+
+def tiny_model(tmp_path, dataset="digits"):
+    model = BNN(BNNSpec([12, 10], input_shape=(1, 8, 8), step=1 / 16), seed=0)
+    with torch.no_grad():  # make it a classifier of something: any fixed weights do
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.copy_(torch.randn_like(p))
+    model.eval()
+    return save_bnn(model, tmp_path / "tiny.pt", meta={"dataset": dataset})
+
+
+def test_cli_bench_on_a_model_file(tmp_path):
+    path = tiny_model(tmp_path)
+    res = CliRunner().invoke(app, ["bnn", "bench", str(path), "--eps", "0.05", "--images", "15",
+                                   "--backends", "native,pysat-gluecard4", "--json",
+                                   "--out", str(tmp_path / "all.json")])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout[res.stdout.index("{"):])
+    assert out["agree"] is True
+    assert set(out["backends"]) == {"native", "native-fresh", "pysat-gluecard4"}
+    for b in out["backends"].values():
+        assert {"median_s", "mean_s", "max_s", "total_s"} <= set(b)
+    full = json.loads((tmp_path / "all.json").read_text())
+    assert len(full["suites"][0]["backends"]["native"]["times"]) == out["backends"]["native"]["queries"]
+
+
+def test_cli_bench_errors_are_user_errors(tmp_path):
+    path = tiny_model(tmp_path)
+    runner = CliRunner()
+    res = runner.invoke(app, ["bnn", "bench", str(path), "--backends", "nonesuch"])
+    assert res.exit_code != 0 and "unknown solver backend" in res.output
+    assert not isinstance(res.exception, Exception) or isinstance(res.exception, SystemExit)
+    res = runner.invoke(app, ["bnn", "bench", "--nets", "nonesuch"])
+    assert res.exit_code != 0 and "Unknown bench network" in res.output
+    with pytest.raises(UserError, match="Unknown bench network"):
+        run_bench(nets=["nonesuch"], backends=["native"])
+
+
+def test_prepare_net_loads_a_matching_recipe_and_retrains_another(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_train(arch, dataset, cfg, out, *, data_dir=None, meta=None, **_):
+        calls.append((arch, cfg.epochs))
+        model = BNN(BNNSpec([12, 10], input_shape=(1, 8, 8), step=1 / 16), seed=0)
+        save_bnn(model, out, meta={"dataset": dataset, **(meta or {})})
+        return {"test_acc": 0.5, "train_s": 0.0}
+
+    monkeypatch.setattr("verifriend.bnn.workflow.train_and_save", fake_train)
+    net = BENCH_NETS["digits"]
+    path = prepare_net(net, tmp_path, log=lambda s: None)
+    assert path.exists() and len(calls) == 1
+    prepare_net(net, tmp_path, log=lambda s: None)  # same recipe: loaded, not trained
+    assert len(calls) == 1
+    from dataclasses import replace
+
+    prepare_net(replace(net, epochs=net.epochs + 1), tmp_path, log=lambda s: None)
+    assert len(calls) == 2
