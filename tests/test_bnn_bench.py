@@ -155,3 +155,18 @@ def test_prepare_net_loads_a_matching_recipe_and_retrains_another(tmp_path, monk
 
     prepare_net(replace(net, epochs=net.epochs + 1), tmp_path, log=lambda s: None)
     assert len(calls) == 2
+
+
+def test_unknown_queries_count_at_the_time_limit():
+    def backend(times, verdicts):
+        return {"times": times, "verdicts": verdicts, "unknown": verdicts.count("unknown"),
+                "load_s": 0.0}
+
+    suite = {"name": "s", "time_limit_s": 1.0, "agree": True, "backends": {
+        "native": backend([0.1, 0.3], ["unsat", "sat"]),
+        "slow": backend([7.5, 0.2], ["unknown", "sat"]),  # overshot its limit
+    }}
+    out = summarize([suite])
+    assert out["backends"]["slow"]["total_s"] == pytest.approx(1.2)
+    assert out["backends"]["slow"]["ratio_to_native"] == pytest.approx(1.2 / 0.4)
+    assert out["backends"]["slow"]["max_s"] == pytest.approx(1.0)

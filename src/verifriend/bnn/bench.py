@@ -205,7 +205,8 @@ def run_suite(
     """
     enc = encode(suite.net)
     queries = _queries(enc, suite)
-    result: dict = {"name": suite.name, "eps": suite.eps, "images": len(suite.images),
+    result: dict = {"name": suite.name, "eps": suite.eps, "time_limit_s": time_limit,
+                    "images": len(suite.images),
                     "queries": len(queries), "build_s": enc.build_s,
                     "vars": enc.formula.num_vars, "cards": len(enc.formula.cards),
                     "clauses": len(enc.formula.clauses), "backends": {}, "skipped": {}}
@@ -259,6 +260,14 @@ def _agree(backends: dict) -> bool:
     return all(len({v for v in q if v != "unknown"}) <= 1 for q in per_query)
 
 
+def _counted_times(suite: dict, name: str) -> list[float]:
+    """Solve times with every unknown query counted at the time limit (PySAT's CaDiCaL cannot
+    be interrupted and overshoots it; an overshoot says nothing about the solver)."""
+    b, limit = suite["backends"][name], suite.get("time_limit_s")
+    return [min(t, limit) if v == "unknown" and limit is not None else t
+            for t, v in zip(b["times"], b["verdicts"], strict=True)]
+
+
 def summarize(suites: list[dict]) -> dict:
     """Totals over suites per backend, the agreement flag and ratios to the native solver.
 
@@ -272,7 +281,7 @@ def summarize(suites: list[dict]) -> dict:
     backends = {}
     for name in names:
         ran = [s for s in suites if name in s["backends"]]
-        times = np.array([x for s in ran for x in s["backends"][name]["times"]])
+        times = np.array([x for s in ran for x in _counted_times(s, name)])
         b = {
             "total_s": float(times.sum()) if len(times) else 0.0,
             "mean_s": float(times.mean()) if len(times) else 0.0,
@@ -283,7 +292,7 @@ def summarize(suites: list[dict]) -> dict:
             "queries": len(times),
             "suites": [s["name"] for s in ran],
         }
-        native = sum(s["backends"]["native"]["total_s"] for s in ran if "native" in s["backends"])
+        native = sum(sum(_counted_times(s, "native")) for s in ran if "native" in s["backends"])
         if native > 0 and all("native" in s["backends"] for s in ran):
             b["ratio_to_native"] = b["total_s"] / native
         backends[name] = b
@@ -335,21 +344,15 @@ def suites_for(models: list[tuple[str, Path]], radii: list[float] | None, images
     """One suite per (model, radius): the first `images` test images of the model's data set.
 
     `models`: (name, path) pairs; `radii` None: a bench net's own radii (by name), for another
-    model its training eps (0.1 when unrecorded); `default_images`: per-name image counts when `images` is None (else 100).
+    model its training eps (0.1 when unrecorded); `default_images`: per-name image counts
+    when `images` is None (else 100).
     """
-    from verifriend.bnn.export import export_integer, load_bnn
-    from verifriend.bnn.workflow import load_data
+    from verifriend.bnn.export import export_integer
+    from verifriend.bnn.workflow import load_with_test_set
 
     suites = []
     for name, path in models:
-        model = load_bnn(path)
-        ds = dataset or model.meta.get("dataset")
-        if not ds:
-            raise UserError(f"{path} does not record its data set; pass --dataset.")
-        _, _, xte, yte, shape, _ = load_data(ds, data_dir)
-        if tuple(shape) != tuple(model.spec.input_shape):
-            raise UserError(f"{ds} images are {tuple(shape)}, {path} reads "
-                            f"{tuple(model.spec.input_shape)}.")
+        model, _, xte, yte = load_with_test_set(path, dataset, data_dir)
         n = images or (default_images or {}).get(name, 100)
         net = export_integer(model)
         trained_eps = model.meta.get("summary", {}).get("config", {}).get("eps") or 0.1

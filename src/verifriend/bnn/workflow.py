@@ -100,6 +100,20 @@ def train_and_save(
     return summary
 
 
+def load_with_test_set(model_path: Path, dataset: str | None = None,
+                       data_dir: str | None = None) -> tuple[BNN, str, torch.Tensor, torch.Tensor]:
+    """A saved BNN, its data set's name (given, or the one it was trained on) and test set."""
+    model = load_bnn(model_path)
+    dataset = dataset or model.meta.get("dataset")
+    if not dataset:
+        raise UserError(f"{model_path} does not record its data set; pass --dataset.")
+    _, _, xte, yte, shape, _ = load_data(dataset, data_dir)
+    if tuple(shape) != tuple(model.spec.input_shape):
+        raise UserError(f"{dataset} images are {tuple(shape)}, {model_path} reads "
+                        f"{tuple(model.spec.input_shape)}.")
+    return model, dataset, xte, yte
+
+
 def verify_model(
     model_path: Path,
     eps: float,
@@ -116,14 +130,7 @@ def verify_model(
     """Exact verification of a saved BNN on the test set: verdicts, times, accuracies, bounds."""
     if eps < 0:
         raise UserError(f"--eps must be >= 0, got {eps}.")
-    model = load_bnn(model_path)
-    dataset = dataset or model.meta.get("dataset")
-    if not dataset:
-        raise UserError(f"{model_path} does not record its data set; pass --dataset.")
-    _, _, xte, yte, shape, _ = load_data(dataset, data_dir)
-    if tuple(shape) != tuple(model.spec.input_shape):
-        raise UserError(f"{dataset} images are {tuple(shape)}, the model reads "
-                        f"{tuple(model.spec.input_shape)}.")
+    model, dataset, xte, yte = load_with_test_set(model_path, dataset, data_dir)
     if limit is not None:
         xte, yte = xte[:limit], yte[:limit]
     net = export_integer(model)
