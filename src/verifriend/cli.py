@@ -371,7 +371,7 @@ def bnn_bench(
     models_dir: Annotated[Path, typer.Option(help="Where the bench networks are trained once and then loaded from.")] = Path("runs/bnn-bench"),
     backends: Annotated[str | None, typer.Option(help="Comma-separated backends (default: native, exact if installed, cpsat, PySAT Gluecard4/Minicard and CNF encodings, z3).")] = None,
     eps: Annotated[list[float] | None, typer.Option(help="Radii (repeatable; default: each network's own).")] = None,
-    images: Annotated[int | None, typer.Option(min=1, help="Test images per suite (default 100; 50 for mnist-quick).")] = None,
+    images: Annotated[int | None, typer.Option(min=1, help="Test images per suite (default 100; 50 for mnist-quick and with --quick).")] = None,
     timeout: Annotated[float | None, typer.Option(help="Seconds per query (default 2; 1 with --quick).")] = None,
     max_clauses: Annotated[int | None, typer.Option(help="Skip a CNF backend whose encoding passes this many clauses (default: none; 5M with --quick).")] = None,
     dataset: Annotated[str | None, typer.Option(help="Data set of the given models (default: the one each was trained on).")] = None,
