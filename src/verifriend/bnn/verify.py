@@ -24,6 +24,7 @@ class ImageVerdict:
     verdict: str  # "robust" | "attack" | "misclassified" | "unknown" | "replay-failed"
     solve_s: float
     stats: dict = field(default_factory=dict)
+    adversarial: np.ndarray | None = field(default=None, repr=False)  # "attack": the input
 
 
 @dataclass
@@ -64,7 +65,8 @@ class VerifySummary:
             "solve_median_s": float(np.median(t)) if len(t) else 0.0,
             "solve_max_s": float(t.max()) if len(t) else 0.0,
             "total_per_image_s": (self.build_s + self.load_s + float(t.sum())) / max(self.images, 1),
-            "verdicts": [asdict(v) for v in self.verdicts],
+            "verdicts": [{k: x for k, x in asdict(v).items() if k != "adversarial"}
+                         for v in self.verdicts],
         }
 
 
@@ -125,14 +127,17 @@ def verify_dataset(
         else:
             lo, hi = enc.level_box(x, eps)
             r = backend.solve(enc.assumptions(lo, hi, y), time_limit)
+            adversarial = None
             if r.status == "unsat":
                 verdict = "robust"
             elif r.status == "sat":
                 ok = r.model is not None and replays(enc, r.model, x, y, eps)
                 verdict = "attack" if ok else "replay-failed"
+                if ok:
+                    adversarial = counterexample(enc, enc.decode(r.model), x, eps)
             else:
                 verdict = "unknown"
-            v = ImageVerdict(i, y, verdict, r.time_s, r.stats)
+            v = ImageVerdict(i, y, verdict, r.time_s, r.stats, adversarial)
         out.append(v)
         if progress is not None:
             progress(i, v)
@@ -154,17 +159,7 @@ def find_attacks(
     comes back `sat` within `time_limit`. Default backend: the native solver."""
     from verifriend.bnn.solvers import make_backend
 
-    enc = encode(net)
     backend = backend if backend is not None else make_backend("native")
-    backend.load(enc.formula)
-    found: dict[int, np.ndarray] = {}
-    for i, (x, y) in enumerate(zip(images, labels, strict=True)):
-        y = int(y)
-        if net.misclassified(net.quantize(x), y):
-            continue
-        lo, hi = enc.level_box(x, eps)
-        r = backend.solve(enc.assumptions(lo, hi, y), time_limit)
-        if r.status == "sat" and r.model is not None and replays(enc, r.model, x, y, eps):
-            found[i] = counterexample(enc, enc.decode(r.model), x, eps)
+    summary = verify_dataset(net, backend, images, labels, eps, time_limit=time_limit)
     backend.close()
-    return found
+    return {v.index: v.adversarial for v in summary.verdicts if v.adversarial is not None}
