@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -170,3 +171,22 @@ def test_unknown_queries_count_at_the_time_limit():
     assert out["backends"]["slow"]["total_s"] == pytest.approx(1.2)
     assert out["backends"]["slow"]["ratio_to_native"] == pytest.approx(1.2 / 0.4)
     assert out["backends"]["slow"]["max_s"] == pytest.approx(1.0)
+
+
+def test_reuse_benchmark_script(tmp_path, capsys):
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bnn_reuse.py"
+    spec = importlib.util.spec_from_file_location("bnn_reuse", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    path = tiny_model(tmp_path)
+    assert mod.main([str(path), "--eps", "0.05", "--images", "150", "--orders", "2",
+                     "--keep-base", "0,50"]) == 0
+    out = capsys.readouterr().out
+    table = out.splitlines()[-3:]
+    assert [line.split()[0] for line in table] == ["fresh", "reuse", "reuse"]
+    assert table[0].split()[-2:] == ["1.00", "1.00"]  # ratios of fresh to itself
+    assert "keep_base_max=50" in table[2]
+    assert out.count("order 1:") == 3
+    assert mod.main([str(tmp_path / "missing.pt"), "--eps", "0.05"]) == 2

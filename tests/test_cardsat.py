@@ -91,9 +91,21 @@ def satisfiable_under(models: np.ndarray, assumptions: list[int]) -> bool:
     return bool(keep.any())
 
 
-def new_solver(f: CardFormula, assumption_mode: int = 1) -> _cardsat.Solver:
+# How the solver treats assumptions (see csrc/cardsat/README.md): "minisat": a level per
+# assumption, every learned clause kept; "base": one base level, clauses learned from it are
+# temporary; "keep": base level, such clauses kept with their base-level literals added
+# (a large cap, so almost every one is kept and then reused by the later queries).
+MODES = {
+    "minisat": {"assumption_mode": 0},
+    "base": {"assumption_mode": 1, "keep_base_max": 0},
+    "keep": {"assumption_mode": 1, "keep_base_max": 1000},
+}
+
+
+def new_solver(f: CardFormula, mode: str = "base") -> _cardsat.Solver:
     s = _cardsat.Solver()
-    s.set_option("assumption_mode", assumption_mode)
+    for name, value in MODES[mode].items():
+        s.set_option(name, value)
     s.reserve_vars(f.num_vars)
     s.add_clauses(f.clauses)
     s.add_cards(f.cards)
@@ -114,10 +126,9 @@ def check_answer(f: CardFormula, s: _cardsat.Solver, status: str, assumptions: l
 # ---------------------------------------------------------------- (a) brute force
 
 
-# assumption_mode 1: assumptions on one base level, temporary learned clauses; 0: MiniSat style
-@pytest.mark.parametrize("mode", [0, 1])
+@pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("seed", range(2))
-def test_small_formulas_match_brute_force(seed: int, mode: int) -> None:
+def test_small_formulas_match_brute_force(seed: int, mode: str) -> None:
     rng = random.Random(1000 + seed)
     counts = {"sat": 0, "unsat": 0}
     for _ in range(300):  # 2 x 2 x 300 formulas, 3 queries each
@@ -214,9 +225,9 @@ def random_large_formula(rng: random.Random, heavy: bool) -> CardFormula:
     return f
 
 
-@pytest.mark.parametrize("mode", [0, 1])
+@pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("heavy", [False, True])
-def test_larger_formulas_match_cadical(heavy: bool, mode: int) -> None:
+def test_larger_formulas_match_cadical(heavy: bool, mode: str) -> None:
     import pysat.solvers as pysat_solvers  # in the test extras: its absence is a failure
     rng = random.Random(2000 + heavy)
     counts = {"sat": 0, "unsat": 0}
@@ -263,8 +274,8 @@ _REGRESSION_CARDS = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("mode", [0, 1])
-def test_regression_units_learned_under_assumptions(mode: int) -> None:
+@pytest.mark.parametrize("mode", list(MODES))
+def test_regression_units_learned_under_assumptions(mode: str) -> None:
     f = CardFormula(num_vars=63, clauses=_REGRESSION_CLAUSES, cards=_REGRESSION_CARDS)
     models = oracle_satisfiable(f, [10, -14])
     s = new_solver(f, mode)
@@ -310,11 +321,11 @@ def layered_formula(
     return f, prev
 
 
-@pytest.mark.parametrize("mode", [0, 1])
-def test_incremental_solver_agrees_with_fresh_ones(mode: int) -> None:
+@pytest.mark.parametrize("mode", list(MODES))
+def test_incremental_solver_agrees_with_fresh_ones(mode: str) -> None:
     rng = random.Random(7)
     f, outputs = layered_formula(rng, 36, [30, 30, 10])
-    loaded = NativeBackend(options={"assumption_mode": mode})
+    loaded = NativeBackend(options=MODES[mode])
     loaded.load(f)
     verdicts = []
     for _ in range(30):
@@ -334,8 +345,10 @@ def test_incremental_solver_agrees_with_fresh_ones(mode: int) -> None:
     assert {"sat", "unsat"} <= set(verdicts)
     stats = loaded.solver.stats()
     assert stats["conflicts"] > 100
-    if mode == 1:  # clauses learned from the assumptions are gone after each call
-        assert stats["temporary_learned"] > 0
+    if mode == "base":  # clauses learned from the assumptions are gone after each call
+        assert stats["temporary_learned"] > 0 and stats["kept_with_base"] == 0
+    elif mode == "keep":  # ... or kept, valid for the later assumption sets checked above
+        assert stats["kept_with_base"] > 0 and stats["learnts"] > 0
     else:
         assert stats["temporary_learned"] == 0 and stats["learnts"] > 0
 

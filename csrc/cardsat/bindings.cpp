@@ -41,6 +41,7 @@ nb::dict stats_dict(const Solver& s) {
   d["learned_literals"] = st.learned_literals;
   d["minimized_literals"] = st.minimized_literals;
   d["temporary_learned"] = st.temporary_learned;
+  d["kept_with_base"] = st.kept_with_base;
   d["reductions"] = st.reductions;
   d["deleted"] = st.deleted;
   d["solves"] = st.solves;
@@ -138,6 +139,8 @@ NB_MODULE(_cardsat, m) {
               o.priority_epoch = static_cast<int>(value);
             } else if (name == "assumption_mode") {
               o.assumption_mode = static_cast<int>(value);
+            } else if (name == "keep_base_max") {
+              o.keep_base_max = static_cast<int>(value);
             } else {
               throw nb::value_error(("cardsat: unknown option " + name).c_str());
             }

@@ -41,6 +41,7 @@ Var Solver::new_var() {
   prio_.push_back(0);
   phase_.push_back(opts_.default_negative ? 1 : 0);
   seen_.push_back(0);
+  base_seen_.push_back(0);
   heap_idx_.push_back(-1);
   watches_.emplace_back();
   watches_.emplace_back();
@@ -795,6 +796,8 @@ bool Solver::lit_redundant(Lit p, uint32_t abstract_levels) {
   analyze_stack_.clear();
   analyze_stack_.push_back(p);
   const size_t top = analyze_toclear_.size();
+  const size_t base_top = analysis_base_.size();
+  const bool temp_before = analysis_temp_;
   while (!analyze_stack_.empty()) {
     const Var v = lit_var(analyze_stack_.back());
     analyze_stack_.pop_back();
@@ -806,7 +809,7 @@ bool Solver::lit_redundant(Lit p, uint32_t abstract_levels) {
       const Var u = lit_var(q);
       if (u == v || seen_[u]) continue;
       if (level(u) <= base_level_) {
-        if (level(u) > 0) analysis_temp_ = true;
+        if (level(u) > 0) note_base(q);
         continue;
       }
       if (reason(u) != kNoReason && (abstract_level(u) & abstract_levels) != 0) {
@@ -816,6 +819,11 @@ bool Solver::lit_redundant(Lit p, uint32_t abstract_levels) {
       } else {
         for (size_t j = top; j < analyze_toclear_.size(); ++j) seen_[lit_var(analyze_toclear_[j])] = 0;
         analyze_toclear_.resize(top);
+        for (size_t j = base_top; j < analysis_base_.size(); ++j) {
+          base_seen_[lit_var(analysis_base_[j])] = 0;
+        }
+        analysis_base_.resize(base_top);
+        analysis_temp_ = temp_before;
         return false;
       }
     }
@@ -823,9 +831,24 @@ bool Solver::lit_redundant(Lit p, uint32_t abstract_levels) {
   return true;
 }
 
+void Solver::note_base(Lit q) {
+  // A base-level literal is a premise of the clause being learned, not resolved away: the
+  // clause with q added holds whatever the assumptions (q is false, so it is -b for a true b).
+  const Var v = lit_var(q);
+  if (base_seen_[v]) return;
+  base_seen_[v] = 1;
+  analysis_base_.push_back(q);
+}
+
+void Solver::clear_base() {
+  for (Lit q : analysis_base_) base_seen_[lit_var(q)] = 0;
+  analysis_base_.clear();
+}
+
 void Solver::analyze(std::vector<Lit>& out, int& bt_level, uint32_t& lbd) {
   reset_explanations_if_large();
   analysis_temp_ = false;
+  clear_base();
   out.clear();
   out.push_back(kLitUndef);
   int path = 0;
@@ -850,7 +873,7 @@ void Solver::analyze(std::vector<Lit>& out, int& bt_level, uint32_t& lbd) {
       if (p != kLitUndef && v == lit_var(p)) continue;
       if (seen_[v]) continue;
       if (level(v) <= base_level_) {
-        if (level(v) > 0) analysis_temp_ = true;
+        if (level(v) > 0) note_base(q);
         continue;
       }
       seen_[v] = 1;
@@ -906,6 +929,18 @@ void Solver::analyze(std::vector<Lit>& out, int& bt_level, uint32_t& lbd) {
     std::swap(out[1], out[max_i]);
     bt_level = level(lit_var(out[1]));
   }
+  // With few base-level premises the clause is kept with them (valid for every later solve);
+  // otherwise it is temporary. Below the asserting pair, false since the base level.
+  if (!analysis_base_.empty()) {
+    if (!analysis_temp_ &&
+        analysis_base_.size() <= static_cast<size_t>(std::max(opts_.keep_base_max, 0))) {
+      out.insert(out.end(), analysis_base_.begin(), analysis_base_.end());
+      ++stats_.kept_with_base;
+    } else {
+      analysis_temp_ = true;
+    }
+  }
+  clear_base();
   lbd = compute_lbd(out.data(), static_cast<uint32_t>(out.size()));
   for (Lit l : analyze_toclear_) seen_[lit_var(l)] = 0;
 }

@@ -47,6 +47,7 @@ struct Stats {
   uint64_t learned_literals = 0;
   uint64_t minimized_literals = 0;
   uint64_t temporary_learned = 0;  // learned under assumptions (base mode), deleted after
+  uint64_t kept_with_base = 0;     // learned under assumptions, kept with base-level literals
   uint64_t reductions = 0;
   uint64_t deleted = 0;
   uint64_t solves = 0;
@@ -70,6 +71,10 @@ struct Options {
   //    assumptions and are deleted when solve returns. 0: MiniSat style, one level per
   //    assumption, every learned clause kept.
   int assumption_mode = 1;
+  // base mode: a clause learned from at most this many base-level literals (assumptions and
+  // what they imply) is kept for later solves, with those literals added; it then holds under
+  // every assumption set. Larger ones are temporary. 0: every such clause is temporary.
+  int keep_base_max = 0;
   // with decision priorities: 0: always decide by priority first; 1: alternate epochs that do
   // with epochs of plain VSIDS (priority first), epoch lengths priority_epoch * 2^(i / 2)
   // conflicts, restarting at each switch.
@@ -212,6 +217,8 @@ class Solver {
   void reset_explanations_if_large();
   void analyze(std::vector<Lit>& out, int& bt_level, uint32_t& lbd);
   bool lit_redundant(Lit p, uint32_t abstract_levels);
+  void note_base(Lit q);  // q false at the base level (> 0): the clause depends on it
+  void clear_base();
   uint32_t abstract_level(Var v) const { return 1u << (level(v) & 31); }
   uint32_t compute_lbd(const Lit* lits, uint32_t n);
   void analyze_final(Lit p);
@@ -282,7 +289,9 @@ class Solver {
   std::vector<uint8_t> assumed_;  // per var, base-mode solve: 1 assumption, 2 pending unit
   std::vector<Lit> pending_units_;  // learned units that hold without the assumptions
   int base_level_ = 0;            // 1 in a base-mode solve with assumptions, else 0
-  bool analysis_temp_ = false;    // the clause being learned depends on the base level
+  bool analysis_temp_ = false;    // the clause being learned depends on a temporary clause
+  std::vector<Lit> analysis_base_;  // base-level literals (false) the clause depends on
+  std::vector<uint8_t> base_seen_;  // per var: in analysis_base_
   bool made_temp_ = false;        // temporary clauses exist
   std::vector<int> model_;
   std::vector<int> core_;

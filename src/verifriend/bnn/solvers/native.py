@@ -39,6 +39,7 @@ _COUNTERS = (
     "reductions",
     "deleted",
     "temporary_learned",
+    "kept_with_base",
 )
 
 
