@@ -13,9 +13,11 @@ from typer.testing import CliRunner
 
 from verifriend.bnn.bench import (
     BENCH_NETS,
+    BenchNet,
     Suite,
     format_summary,
     prepare_net,
+    prepare_nets,
     run_bench,
     run_suite,
     slim,
@@ -190,3 +192,21 @@ def test_reuse_benchmark_script(tmp_path, capsys):
     assert "keep_base_max=50" in table[2]
     assert out.count("order 1:") == 3
     assert mod.main([str(tmp_path / "missing.pt"), "--eps", "0.05"]) == 2
+
+
+def test_prepare_nets_trains_in_worker_processes_with_epoch_lines(tmp_path, monkeypatch):
+    from verifriend.bnn import bench
+
+    tiny = {n: BenchNet(n, "digits", "digits", (0.05,), 0.05, 2, 1e-4, 1e-4, limit=150)
+            for n in ("tiny-a", "tiny-b")}
+    monkeypatch.setattr(bench, "BENCH_NETS", tiny)
+    lines: list[str] = []
+    out = prepare_nets(list(tiny), tmp_path, workers=2, log=lines.append)
+    assert [n for n, _ in out] == ["tiny-a", "tiny-b"] and all(p.exists() for _, p in out)
+    for n in tiny:  # the workers' per-epoch lines reach the caller's log
+        assert any(line.startswith(f"{n}: epoch 2/2, loss") for line in lines), lines
+        assert any(line.startswith(f"{n}: test accuracy") for line in lines), lines
+    lines.clear()
+    prepare_nets(list(tiny), tmp_path, workers=2, log=lines.append)  # cached now
+    assert sorted(lines) == [f"tiny-a: using {tmp_path / 'tiny-a.pt'}",
+                             f"tiny-b: using {tmp_path / 'tiny-b.pt'}"]

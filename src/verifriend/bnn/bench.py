@@ -12,7 +12,9 @@ solves.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import queue
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -103,7 +105,8 @@ def _cached(net: BenchNet, path: Path) -> bool:
 def prepare_net(net: BenchNet, models_dir: Path, *, data_dir: str | None = None,
                 log: Callable[[str], None] = print, progress: bool = True) -> Path:
     """The trained model of `net` in `models_dir`: loaded when its saved recipe matches, else
-    trained now (`workflow.train_and_save`) and saved there."""
+    trained now (`workflow.train_and_save`) and saved there. Without a progress bar, a log
+    line per epoch."""
     from verifriend.bnn.train import BNNTrainConfig
     from verifriend.bnn.workflow import train_and_save
 
@@ -116,20 +119,24 @@ def prepare_net(net: BenchNet, models_dir: Path, *, data_dir: str | None = None,
     log(f"{net.name}: training {net.arch} on {net.dataset} ({net.epochs} epochs)")
     cfg = BNNTrainConfig(epochs=net.epochs, eps=net.train_eps, cbd=net.cbd,
                          mask_decay=net.mask_decay, limit=net.limit)
+    def epoch_line(epoch: int, _model, entry: dict) -> None:
+        log(f"{net.name}: epoch {epoch + 1}/{net.epochs}, loss {entry['loss']:.3f}, "
+            f"test accuracy {100 * entry.get('test_acc', float('nan')):.2f}% "
+            f"({entry['time_s']:.0f} s)")
+
     summary = train_and_save(net.arch, net.dataset, cfg, path, data_dir=data_dir,
-                             meta={"bench_recipe": net.recipe()}, progress=progress)
+                             meta={"bench_recipe": net.recipe()}, progress=progress,
+                             on_epoch_end=None if progress else epoch_line)
     log(f"{net.name}: test accuracy {100 * summary['test_acc']:.2f}%, "
         f"trained in {summary['train_s']:.0f} s")
     return path
 
 
-def _train_in_worker(net: BenchNet, models_dir: Path, data_dir: str | None) -> str:
+def _train_in_worker(net: BenchNet, models_dir: Path, data_dir: str | None, lines) -> None:
     import torch
 
     torch.set_num_threads(1)  # one core per worker
-    lines: list[str] = []
-    prepare_net(net, models_dir, data_dir=data_dir, log=lines.append, progress=False)
-    return "\n".join(lines)
+    prepare_net(net, models_dir, data_dir=data_dir, log=lines.put, progress=False)
 
 
 def prepare_nets(names: list[str], models_dir: Path, *, data_dir: str | None = None,
@@ -145,12 +152,19 @@ def prepare_nets(names: list[str], models_dir: Path, *, data_dir: str | None = N
     if workers > 1 and len(todo) > 1:
         log(f"training {', '.join(todo)} in {min(workers, len(todo))} processes")
         ctx = multiprocessing.get_context("spawn")  # no fork of a process torch has threaded
-        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx) as pool:
-            jobs = {n: pool.submit(_train_in_worker, BENCH_NETS[n], models_dir, data_dir)
+        with ctx.Manager() as manager, \
+                ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx) as pool:
+            lines = manager.Queue()  # the workers' log lines, shown as they come
+            jobs = {n: pool.submit(_train_in_worker, BENCH_NETS[n], models_dir, data_dir, lines)
                     for n in todo}
             for n, job in jobs.items():
+                while not job.done():
+                    with contextlib.suppress(queue.Empty):
+                        log(lines.get(timeout=0.5))
+                while not lines.empty():
+                    log(lines.get())
                 try:
-                    log(job.result())
+                    job.result()
                 except UserError as exc:
                     if strict:
                         raise

@@ -59,13 +59,14 @@ def train_and_save(
     pgd_images: int = 1000,
     meta: dict | None = None,
     progress: bool = True,
+    on_epoch_end: Callable[[int, BNN, dict], None] | None = None,
 ) -> dict:
     """Train a BNN, save `out` (.pt) and `out` with .json (summary and history); the summary.
 
     The summary holds the recipe (arch, dataset, step, sparsity, config) next to the figures:
     test accuracy of the exported integer form (and its agreement with the torch model), PGD-20
     accuracy at the training eps on the first `pgd_images` test images, sparsity and bounds.
-    `meta` adds entries to the model file's meta.
+    `meta` adds entries to the model file's meta; `on_epoch_end` goes to `train_bnn`.
     """
     xtr, ytr, xte, yte, shape, classes = load_data(dataset, data_dir)
     if test_limit is not None:
@@ -73,7 +74,8 @@ def train_and_save(
     model = BNN(BNNSpec(parse_arch(arch), input_shape=shape, num_classes=classes, step=step,
                         sparsity=sparsity), seed=cfg.seed)
     t0 = time.perf_counter()
-    history = train_bnn(model, (xtr, ytr), cfg, test=(xte, yte), progress=progress)
+    history = train_bnn(model, (xtr, ytr), cfg, test=(xte, yte), progress=progress,
+                        on_epoch_end=on_epoch_end)
     train_s = time.perf_counter() - t0
     net = export_integer(model)
     pred = net.predict(net.quantize(xte.numpy()))
