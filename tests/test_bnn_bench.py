@@ -142,8 +142,8 @@ def test_cli_bench_errors_are_user_errors(tmp_path):
 def test_prepare_net_loads_a_matching_recipe_and_retrains_another(tmp_path, monkeypatch):
     calls = []
 
-    def fake_train(arch, dataset, cfg, out, *, data_dir=None, meta=None, **_):
-        calls.append((arch, cfg.epochs))
+    def fake_train(arch, dataset, cfg, out, *, step=None, data_dir=None, meta=None, **_):
+        calls.append((arch, cfg.epochs, step))
         model = BNN(BNNSpec([12, 10], input_shape=(1, 8, 8), step=1 / 16), seed=0)
         save_bnn(model, out, meta={"dataset": dataset, **(meta or {})})
         return {"test_acc": 0.5, "train_s": 0.0}
@@ -158,6 +158,9 @@ def test_prepare_net_loads_a_matching_recipe_and_retrains_another(tmp_path, monk
 
     prepare_net(replace(net, epochs=net.epochs + 1), tmp_path, log=lambda s: None)
     assert len(calls) == 2
+    prepare_net(replace(net, step=0.5), tmp_path, log=lambda s: None)  # another quantization
+    assert len(calls) == 3 and calls[-1][2] == 0.5
+    assert "step" not in net.recipe()  # None: left out, so models saved before it still load
 
 
 def test_unknown_queries_count_at_the_time_limit():

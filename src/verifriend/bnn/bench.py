@@ -53,12 +53,15 @@ class BenchNet:
     mask_decay: float
     limit: int | None = None  # training examples
     images: int = 100  # test images per radius
+    step: float | None = None  # input quantization step (None: the architecture's default)
 
     def recipe(self) -> dict:
         """What identifies the trained model (the radii and image count do not)."""
         d = asdict(self)
         for k in ("name", "radii", "images"):
             d.pop(k)
+        if d["step"] is None:  # recipes saved before the field existed stay valid
+            d.pop("step")
         return d
 
 
@@ -73,7 +76,8 @@ BENCH_NETS: dict[str, BenchNet] = {n.name: n for n in (
              images=50),
     BenchNet("mnist-mlp", "mlp", "mnist", (0.1,), 0.1, 5, 1e-4, 1e-4, limit=20000),
     BenchNet("conv-small", "conv-small", "mnist", (0.1,), 0.1, 6, 1e-5, 1e-5, limit=20000),
-    BenchNet("conv-small-0.3", "conv-small", "mnist", (0.3,), 0.3, 6, 1e-5, 1e-5, limit=20000),
+    BenchNet("conv-small-0.3", "conv-small", "mnist", (0.3,), 0.3, 6, 1e-5, 1e-5, limit=20000,
+             step=0.61),
     BenchNet("conv-large", "conv-large", "mnist", (0.1,), 0.1, 4, 1e-5, 1e-5, limit=20000),
     BenchNet("cifar-conv-small-2", "conv-small", "cifar10", (2 / 255,), 2 / 255, 6, 1e-5, 1e-5,
              limit=20000),
@@ -124,7 +128,7 @@ def prepare_net(net: BenchNet, models_dir: Path, *, data_dir: str | None = None,
             f"test accuracy {100 * entry.get('test_acc', float('nan')):.2f}% "
             f"({entry['time_s']:.0f} s)")
 
-    summary = train_and_save(net.arch, net.dataset, cfg, path, data_dir=data_dir,
+    summary = train_and_save(net.arch, net.dataset, cfg, path, step=net.step, data_dir=data_dir,
                              meta={"bench_recipe": net.recipe()}, progress=progress,
                              on_epoch_end=None if progress else epoch_line)
     log(f"{net.name}: test accuracy {100 * summary['test_acc']:.2f}%, "
