@@ -207,7 +207,8 @@ def test_prepare_nets_trains_in_worker_processes_with_epoch_lines(tmp_path, monk
     out = prepare_nets(list(tiny), tmp_path, workers=2, log=lines.append)
     assert [n for n, _ in out] == ["tiny-a", "tiny-b"] and all(p.exists() for _, p in out)
     for n in tiny:  # the workers' per-epoch lines reach the caller's log
-        assert any(line.startswith(f"{n}: epoch 2/2, loss") for line in lines), lines
+        epochs = [line.split(",")[0] for line in lines if line.startswith(f"{n}: epoch")]
+        assert epochs == [f"{n}: epoch 1/2", f"{n}: epoch 2/2"], lines
         assert any(line.startswith(f"{n}: test accuracy") for line in lines), lines
     lines.clear()
     prepare_nets(list(tiny), tmp_path, workers=2, log=lines.append)  # cached now

@@ -124,7 +124,7 @@ def prepare_net(net: BenchNet, models_dir: Path, *, data_dir: str | None = None,
     cfg = BNNTrainConfig(epochs=net.epochs, eps=net.train_eps, cbd=net.cbd,
                          mask_decay=net.mask_decay, limit=net.limit)
     def epoch_line(epoch: int, _model, entry: dict) -> None:
-        log(f"{net.name}: epoch {epoch + 1}/{net.epochs}, loss {entry['loss']:.3f}, "
+        log(f"{net.name}: epoch {epoch}/{net.epochs}, loss {entry['loss']:.3f}, "
             f"test accuracy {100 * entry.get('test_acc', float('nan')):.2f}% "
             f"({entry['time_s']:.0f} s)")
 
