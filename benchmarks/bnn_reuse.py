@@ -102,8 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, vals in rows.items():
         ts = [t for t, _ in vals]
         cs = statistics.mean(c for _, c in vals)
+        c_ratio = f"{cs / fresh_c:8.2f}" if fresh_c else f"{'-':>8}"  # no conflicts at all
         print(f"{name:24} {statistics.mean(ts):8.3f} {min(ts):8.3f} {max(ts):8.3f} {cs:10.0f} "
-              f"{statistics.mean(ts) / max(fresh_t, 1e-9):8.2f} {cs / max(fresh_c, 1):8.2f}")
+              f"{statistics.mean(ts) / max(fresh_t, 1e-9):8.2f} {c_ratio}")
     return 0
 
 
