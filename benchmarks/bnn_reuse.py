@@ -1,17 +1,20 @@
 """One encoding reused across images against a fresh native solver per image.
 
     python benchmarks/bnn_reuse.py runs/bnn-bench/digits.pt --eps 0.05 --orders 8
-    python benchmarks/bnn_reuse.py MODEL.pt --eps 0.1 --images 300 --keep-base 0,8
+    python benchmarks/bnn_reuse.py MODEL.pt --eps 0.1 --images 300 \
+        --variants "default;keep_base_max=8;reset_between=7"
 
 For each correctly classified test image (the first --images), one query (the eps box and the
 label as assumptions) on the native solver. `fresh`: a new solver loaded for every query (its
 work does not depend on the order, its time is measured again per order for the noise).
-`reuse K`: one loaded solver answers every query in turn,
-keeping what it learned that holds without the assumptions (VSIDS scores, saved phases, units,
-clauses), and with `keep_base_max` K also the clauses learned from at most K base-level
-literals (those literals added). What a reused solver learns depends on the order of the
-queries, so each reuse row runs over --orders shuffles; the table prints solve time (load not
-counted), conflicts, and the ratio of each mean to fresh. Verdicts must agree across rows.
+`reuse`: one loaded solver answers every query in turn, keeping what it learned that holds
+without the assumptions (VSIDS scores, saved phases, units, clauses); each --variants entry is
+one such row with solver options set (`keep_base_max=K`: also the clauses learned from at most
+K base-level literals, those literals added; `reset_between=B`: each query starts from the
+first query's phases (bit 1), activities (2), restart averages (4); `reset_after=N`: a query
+past N conflicts falls back to those once). What a reused solver learns depends on the order of
+the queries, so each reuse row runs over --orders shuffles; the table prints solve time (load
+not counted), conflicts, and the ratio of each mean to fresh. Verdicts must agree across rows.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import numpy as np
 
 from verifriend.bnn.encode import encode
 from verifriend.bnn.export import export_integer
+from verifriend.bnn.formula import CardFormula
 from verifriend.bnn.solvers.native import NativeBackend
 from verifriend.bnn.workflow import load_with_test_set
 
@@ -43,14 +47,28 @@ def queries(model_path: Path, eps: float, images: int) -> tuple[object, list[lis
     return enc.formula, out
 
 
-def run(formula, qs: list[list[int]], order: list[int], keep: int | None, timeout: float):
-    """Total solve time, conflicts and verdicts (by query index); keep None: fresh solvers."""
-    options = {"keep_base_max": keep or 0}
+def parse_variant(text: str) -> dict[str, float]:
+    """"default" or "name=value,name=value" (native solver options)."""
+    if text.strip() in ("", "default"):
+        return {}
+    options = {}
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"variant item {item!r} is not name=value")
+        options[name.strip()] = float(value)
+    return options
+
+
+def run(formula, qs: list[list[int]], order: list[int], options: dict | None, timeout: float):
+    """Total solve time, conflicts and verdicts (by query index); options None: fresh solvers."""
+    fresh = options is None
+    options = options or {}
     backend = NativeBackend(options=options)
     backend.load(formula)
     total, conflicts, verdicts = 0.0, 0, {}
     for i in order:
-        if keep is None:
+        if fresh:
             backend = NativeBackend(options=options)
             backend.load(formula)
         result = backend.solve(qs[i], timeout)
@@ -66,11 +84,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eps", type=float, required=True)
     ap.add_argument("--images", type=int, default=400)
     ap.add_argument("--orders", type=int, default=5, help="shuffled query orders per reuse row")
-    ap.add_argument("--keep-base", default="0", help="comma-separated keep_base_max values")
+    ap.add_argument("--variants", default="default",
+                    help='reuse rows, ";"-separated: "default" or "option=value,..." each')
     ap.add_argument("--timeout", type=float, default=5.0)
     args = ap.parse_args(argv)
     if not args.model.exists():
         print(f"no such model: {args.model}", file=sys.stderr)
+        return 2
+    try:
+        variants = {f"reuse {v.strip()}": parse_variant(v) for v in args.variants.split(";")}
+        NativeBackend(options=next(iter(variants.values()))).load(CardFormula(1))
+    except ValueError as exc:
+        print(f"bad --variants: {exc}", file=sys.stderr)
         return 2
     formula, qs = queries(args.model, args.eps, args.images)
     if not qs:
@@ -80,13 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.model}: {len(qs)} queries, eps {args.eps}, {args.orders} orders")
     rows: dict[str, list[tuple[float, int]]] = {}
     reference = None
-    keeps = [None] + [int(k) for k in args.keep_base.split(",")]
+    rows_options = {"fresh": None, **variants}
     for seed in range(args.orders):
         order = list(range(len(qs)))
         random.Random(seed).shuffle(order)
-        for keep in keeps:
-            name = "fresh" if keep is None else f"reuse keep_base_max={keep}"
-            total, conflicts, verdicts = run(formula, qs, order, keep, args.timeout)
+        for name, options in rows_options.items():
+            total, conflicts, verdicts = run(formula, qs, order, options, args.timeout)
             answered = {i: v for i, v in verdicts.items() if v != "unknown"}
             reference = reference or answered
             clash = [i for i in answered if i in reference and reference[i] != answered[i]]
@@ -94,16 +118,16 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"DISAGREE: {name} on queries {clash[:10]}", file=sys.stderr)
                 return 1
             rows.setdefault(name, []).append((total, conflicts))
-            print(f"  order {seed}: {name:24} {total:8.3f} s {conflicts:9d} conflicts", flush=True)
+            print(f"  order {seed}: {name:32} {total:8.3f} s {conflicts:9d} conflicts", flush=True)
     fresh_t = statistics.mean(t for t, _ in rows["fresh"])
     fresh_c = statistics.mean(c for _, c in rows["fresh"])
-    print(f"\n{'row':24} {'mean s':>8} {'min s':>8} {'max s':>8} {'conflicts':>10} "
+    print(f"\n{'row':32} {'mean s':>8} {'min s':>8} {'max s':>8} {'conflicts':>10} "
           f"{'t/fresh':>8} {'c/fresh':>8}")
     for name, vals in rows.items():
         ts = [t for t, _ in vals]
         cs = statistics.mean(c for _, c in vals)
         c_ratio = f"{cs / fresh_c:8.2f}" if fresh_c else f"{'-':>8}"  # no conflicts at all
-        print(f"{name:24} {statistics.mean(ts):8.3f} {min(ts):8.3f} {max(ts):8.3f} {cs:10.0f} "
+        print(f"{name:32} {statistics.mean(ts):8.3f} {min(ts):8.3f} {max(ts):8.3f} {cs:10.0f} "
               f"{statistics.mean(ts) / max(fresh_t, 1e-9):8.2f} {c_ratio}")
     return 0
 

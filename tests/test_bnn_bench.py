@@ -188,14 +188,16 @@ def test_reuse_benchmark_script(tmp_path, capsys):
     spec.loader.exec_module(mod)
     path = tiny_model(tmp_path)
     assert mod.main([str(path), "--eps", "0.05", "--images", "150", "--orders", "2",
-                     "--keep-base", "0,50"]) == 0
+                     "--variants", "default;keep_base_max=50;reset_between=7"]) == 0
     out = capsys.readouterr().out
-    table = out.splitlines()[-3:]
-    assert [line.split()[0] for line in table] == ["fresh", "reuse", "reuse"]
+    table = out.splitlines()[-4:]
+    assert [line.split()[0] for line in table] == ["fresh", "reuse", "reuse", "reuse"]
     assert table[0].split()[-2] == "1.00"  # time ratio of fresh to itself
     assert "keep_base_max=50" in table[2]
-    assert out.count("order 1:") == 3
+    assert out.count("order 1:") == 4
     assert mod.main([str(tmp_path / "missing.pt"), "--eps", "0.05"]) == 2
+    assert mod.main([str(path), "--eps", "0.05", "--variants", "no_such_option=1"]) == 2
+    assert "unknown option no_such_option" in capsys.readouterr().err
 
 
 def test_prepare_nets_trains_in_worker_processes_with_epoch_lines(tmp_path, monkeypatch):

@@ -99,6 +99,8 @@ MODES = {
     "minisat": {"assumption_mode": 0},
     "base": {"assumption_mode": 1, "keep_base_max": 0},
     "keep": {"assumption_mode": 1, "keep_base_max": 1000},
+    # heuristics reset at every later solve and again after its first conflict
+    "reset": {"assumption_mode": 1, "reset_between": 7, "reset_after": 1},
 }
 
 
@@ -345,8 +347,9 @@ def test_incremental_solver_agrees_with_fresh_ones(mode: str) -> None:
     assert {"sat", "unsat"} <= set(verdicts)
     stats = loaded.solver.stats()
     assert stats["conflicts"] > 100
-    if mode == "base":  # clauses learned from the assumptions are gone after each call
+    if mode in ("base", "reset"):  # clauses learned from the assumptions are gone after each call
         assert stats["temporary_learned"] > 0 and stats["kept_with_base"] == 0
+        assert (stats["heuristic_resets"] > 0) == (mode == "reset")
     elif mode == "keep":  # ... or kept, valid for the later assumption sets checked above
         assert stats["kept_with_base"] > 0 and stats["learnts"] > 0
     else:

@@ -42,6 +42,7 @@ nb::dict stats_dict(const Solver& s) {
   d["minimized_literals"] = st.minimized_literals;
   d["temporary_learned"] = st.temporary_learned;
   d["kept_with_base"] = st.kept_with_base;
+  d["heuristic_resets"] = st.heuristic_resets;
   d["reductions"] = st.reductions;
   d["deleted"] = st.deleted;
   d["solves"] = st.solves;
@@ -141,6 +142,10 @@ NB_MODULE(_cardsat, m) {
               o.assumption_mode = static_cast<int>(value);
             } else if (name == "keep_base_max") {
               o.keep_base_max = static_cast<int>(value);
+            } else if (name == "reset_between") {
+              o.reset_between = static_cast<int>(value);
+            } else if (name == "reset_after") {
+              o.reset_after = static_cast<int>(value);
             } else {
               throw nb::value_error(("cardsat: unknown option " + name).c_str());
             }

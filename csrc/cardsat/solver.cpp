@@ -1179,6 +1179,19 @@ Status Solver::search() {
   }
 }
 
+void Solver::reset_heuristics(int what) {
+  if (what & 1) std::copy(phase0_.begin(), phase0_.end(), phase_.begin());
+  if (what & 2) {
+    std::fill(activity_.begin(), activity_.end(), 0.0);
+    var_inc_ = 1.0;
+    heap_rebuild();
+  }
+  if (what & 4) {
+    ema_fast_ = ema_slow_ = 0.0;
+    ema_count_ = 0;
+  }
+}
+
 Status Solver::solve(const std::vector<int>& assumptions, int64_t conflict_limit,
                      double time_limit_s) {
   const auto t0 = std::chrono::steady_clock::now();
@@ -1205,6 +1218,16 @@ Status Solver::solve(const std::vector<int>& assumptions, int64_t conflict_limit
     }
     if (next_reduce_ == 0) next_reduce_ = stats_.conflicts + opts_.reduce_first;
     conflicts_at_restart_ = stats_.conflicts;
+    if (stats_.solves == 1) {
+      phase0_ = phase_;
+    } else {
+      reset_heuristics(opts_.reset_between);
+    }
+    // a first solve has nothing carried over to fall back from
+    const uint64_t reset_at = opts_.reset_after > 0 && stats_.solves > 1
+                                  ? stats_.conflicts + static_cast<uint64_t>(opts_.reset_after)
+                                  : UINT64_MAX;
+    bool was_reset = false;
     if (has_prio_) {  // each solve starts with a priority epoch
       prio_epoch_ = 0;
       prio_epoch_end_ = stats_.conflicts + static_cast<uint64_t>(opts_.priority_epoch);
@@ -1214,6 +1237,11 @@ Status Solver::solve(const std::vector<int>& assumptions, int64_t conflict_limit
     for (;;) {
       st = search();
       if (st != Status::Unknown || stop_) break;
+      if (!was_reset && stats_.conflicts >= reset_at) {
+        reset_heuristics(7);
+        was_reset = true;
+        ++stats_.heuristic_resets;
+      }
     }
     if (st == Status::Sat) {
       model_.resize(user2int_.size());

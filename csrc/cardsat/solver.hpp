@@ -48,6 +48,7 @@ struct Stats {
   uint64_t minimized_literals = 0;
   uint64_t temporary_learned = 0;  // learned under assumptions (base mode), deleted after
   uint64_t kept_with_base = 0;     // learned under assumptions, kept with base-level literals
+  uint64_t heuristic_resets = 0;   // reset_after fallbacks to the first solve's heuristics
   uint64_t reductions = 0;
   uint64_t deleted = 0;
   uint64_t solves = 0;
@@ -80,6 +81,12 @@ struct Options {
   // conflicts, restarting at each switch.
   int priority_mode = 1;
   int priority_epoch = 256;
+  // what each solve resets to its state before the first solve (bits): 1 phases, 2 variable
+  // activities, 4 restart averages. 0: all carried over from earlier solves.
+  int reset_between = 0;
+  // a solve after the first that passes this many conflicts resets phases, activities and
+  // restart averages once, at its next restart (0: never)
+  int reset_after = 0;
 };
 
 class Solver {
@@ -187,6 +194,7 @@ class Solver {
   void heap_insert(Var v);
   Var heap_pop();
   void heap_rebuild();
+  void reset_heuristics(int what);  // bits as Options::reset_between
   void bump_var(Var v);
 
   // clauses
@@ -248,6 +256,7 @@ class Solver {
   uint64_t prio_epoch_ = 0;   // alternation: epochs so far in this solve
   uint64_t prio_epoch_end_ = 0;  // conflict count that ends the current epoch
   std::vector<uint8_t> phase_;  // 1: negative
+  std::vector<uint8_t> phase0_;  // phase_ when the first solve began
   std::vector<uint8_t> seen_;
   std::vector<int32_t> heap_idx_;
   std::vector<Var> heap_;
