@@ -2,7 +2,7 @@
 
     python benchmarks/bnn_reuse.py runs/bnn-bench/digits.pt --eps 0.05 --orders 8
     python benchmarks/bnn_reuse.py MODEL.pt --eps 0.1 --images 300 \
-        --variants "default;keep_base_max=8;reset_between=7"
+        --variants "default;reset_after=0;reset_between=7"
 
 For each correctly classified test image (the first --images), one query (the eps box and the
 label as assumptions) on the native solver. `fresh`: a new solver loaded for every query (its
@@ -12,9 +12,10 @@ without the assumptions (VSIDS scores, saved phases, units, clauses); each --var
 one such row with solver options set (`keep_base_max=K`: also the clauses learned from at most
 K base-level literals, those literals added; `reset_between=B`: each query starts from the
 first query's phases (bit 1), activities (2), restart averages (4); `reset_after=N`: a query
-past N conflicts falls back to those once). What a reused solver learns depends on the order of
-the queries, so each reuse row runs over --orders shuffles; the table prints solve time (load
-not counted), conflicts, and the ratio of each mean to fresh. Verdicts must agree across rows.
+past N conflicts falls back to those once; default 300, 0 keeps them warm). What a reused
+solver learns depends on the order of the queries, so each reuse row runs over --orders
+shuffles; the table prints solve time (load not counted), conflicts, and the ratio of each mean
+to fresh. Verdicts must agree across rows.
 """
 
 from __future__ import annotations
@@ -93,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         variants = {f"reuse {v.strip()}": parse_variant(v) for v in args.variants.split(";")}
-        NativeBackend(options=next(iter(variants.values()))).load(CardFormula(1))
+        for options in variants.values():
+            NativeBackend(options=options).load(CardFormula(1))
     except ValueError as exc:
         print(f"bad --variants: {exc}", file=sys.stderr)
         return 2

@@ -196,7 +196,7 @@ def test_reuse_benchmark_script(tmp_path, capsys):
     assert "keep_base_max=50" in table[2]
     assert out.count("order 1:") == 4
     assert mod.main([str(tmp_path / "missing.pt"), "--eps", "0.05"]) == 2
-    assert mod.main([str(path), "--eps", "0.05", "--variants", "no_such_option=1"]) == 2
+    assert mod.main([str(path), "--eps", "0.05", "--variants", "default;no_such_option=1"]) == 2
     assert "unknown option no_such_option" in capsys.readouterr().err
 
 

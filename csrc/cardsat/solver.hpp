@@ -85,8 +85,9 @@ struct Options {
   // activities, 4 restart averages. 0: all carried over from earlier solves.
   int reset_between = 0;
   // a solve after the first that passes this many conflicts resets phases, activities and
-  // restart averages once, at its next restart (0: never)
-  int reset_after = 0;
+  // restart averages once, at its next restart (0: never). Warm heuristics from earlier BNN
+  // queries made satisfiable ones much slower on one bench net (csrc/cardsat/README.md).
+  int reset_after = 300;
 };
 
 class Solver {
