@@ -106,3 +106,12 @@ def test_write_json_atomic_keeps_old_file_on_failure(tmp_path):
         write_json_atomic(path, {"a": object()})
     assert json.loads(path.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_help_paragraphs_reflow_and_keep_angle_brackets():
+    wide = {"COLUMNS": "200"}
+    r = runner.invoke(app, ["bnn", "bench", "--help"], env=wide)
+    # the docstring breaks this sentence after "test"; the help text must not
+    assert "one query per correctly classified test image (assumptions)" in r.output, r.output
+    r = runner.invoke(app, ["verify", "--help"], env=wide)
+    assert "<model stem>.verify.eps<E>.jsonl" in r.output, r.output

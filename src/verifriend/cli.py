@@ -17,6 +17,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode="markdown",  # docstring paragraphs reflow to the terminal's width
 )
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
@@ -216,7 +217,7 @@ def verify(
     data_dir: DataDir = None,
     out: Annotated[Path | None, typer.Option(
         help="Results file, one JSON line per property; an existing one is resumed "
-             "(default: <model stem>.verify.eps<E>.jsonl next to the model).")] = None,
+             "(default: `<model stem>.verify.eps<E>.jsonl` next to the model).")] = None,
     seed: Annotated[int, typer.Option(help="Selection of the test images (0: the first of each class).")] = 0,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of a table.")] = False,
 ) -> None:
@@ -263,7 +264,7 @@ def zoo() -> None:
 
 
 bnn_app = typer.Typer(help="Binarized networks: train, verify exactly with SAT, benchmark solvers.",
-                      no_args_is_help=True)
+                      no_args_is_help=True, rich_markup_mode="markdown")
 app.add_typer(bnn_app, name="bnn")
 
 
