@@ -138,6 +138,12 @@ def test_cli_bench_errors_are_user_errors(tmp_path):
     assert res.exit_code != 0 and "Unknown bench network" in res.output
     with pytest.raises(UserError, match="Unknown bench network"):
         run_bench(nets=["nonesuch"], backends=["native"])
+    for args, words in ((["--timeout", "-1"], "--timeout must be > 0"),
+                        (["--timeout", "0"], "--timeout must be > 0"),
+                        (["--eps", "-0.1"], "--eps must be >= 0"),
+                        (["--max-clauses", "0"], "--max-clauses must be at least 1")):
+        res = runner.invoke(app, ["bnn", "bench", str(path), "--backends", "native", *args])
+        assert res.exit_code == 2 and words in res.output, (args, res.output)
 
 
 def test_prepare_net_loads_a_matching_recipe_and_retrains_another(tmp_path, monkeypatch):

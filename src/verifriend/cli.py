@@ -356,7 +356,8 @@ def bnn_verify(
         f"{100 * r['pgd_accuracy']:.2f}%   natural accuracy {100 * r['natural_accuracy']:.2f}%\n"
         f"  build {r['build_s']:.2f} s (once), solve mean {1000 * r['solve_mean_s']:.2f} ms, "
         f"max {1000 * r['solve_max_s']:.1f} ms; total per image {1000 * r['total_per_image_s']:.2f} ms\n"
-        f"  sparsity {r['sparsity']}\n"
+        f"  sparsity {100 * r['sparsity']['total']:.1f}% (per layer "
+        f"{', '.join(f'{100 * v:.1f}%' for v in r['sparsity']['layers'])})\n"
         f"  cardinality bound after the first layer: mean {r['bounds']['mean_after_first']:.2f}, "
         f"max {r['bounds']['max_after_first']}", highlight=False)
 
@@ -404,7 +405,7 @@ def bnn_bench(
     if json_out:
         print(json.dumps(slim(r), indent=1, default=float))
     else:
-        console.print(format_summary(r), highlight=False)
+        console.print(format_summary(r), highlight=False, soft_wrap=True)  # a fixed-width table
 
 
 if __name__ == "__main__":

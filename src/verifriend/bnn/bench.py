@@ -411,6 +411,14 @@ def run_bench(
     """
     from verifriend.bnn.solvers import available_backends
 
+    if time_limit is not None and not time_limit > 0:
+        raise UserError(f"--timeout must be > 0 seconds, got {time_limit}.")
+    if radii and min(radii) < 0:
+        raise UserError(f"--eps must be >= 0, got {min(radii)}.")
+    if images is not None and images < 1:
+        raise UserError(f"--images must be at least 1, got {images}.")
+    if max_clauses is not None and max_clauses < 1:
+        raise UserError(f"--max-clauses must be at least 1, got {max_clauses}.")
     if backends:
         for name in backends:  # a clear error for an unknown or missing backend, before work
             make_backend(name).close()

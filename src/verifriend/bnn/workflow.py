@@ -132,6 +132,12 @@ def verify_model(
     """Exact verification of a saved BNN on the test set: verdicts, times, accuracies, bounds."""
     if eps < 0:
         raise UserError(f"--eps must be >= 0, got {eps}.")
+    if timeout is not None and not timeout > 0:
+        raise UserError(f"--timeout must be > 0 seconds, got {timeout}.")
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit must be at least 1 image, got {limit}.")
+    if pgd_steps < 0:
+        raise UserError(f"--pgd-steps must be >= 0, got {pgd_steps}.")
     model, dataset, xte, yte = load_with_test_set(model_path, dataset, data_dir)
     if limit is not None:
         xte, yte = xte[:limit], yte[:limit]
