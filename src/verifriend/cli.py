@@ -313,7 +313,7 @@ def bnn_train(
            if "pgd_acc" in s else "")
     console.print(f"{out}: test accuracy {100 * s['test_acc']:.2f}%{pgd}, cardinality bound after "
                   f"the first layer mean {b['mean_after_first']:.1f} max {b['max_after_first']}, "
-                  f"trained in {s['train_s']:.0f} s", highlight=False)
+                  f"trained in {s['train_s']:.0f} s", highlight=False, soft_wrap=True)
 
 
 @bnn_app.command("verify", epilog="Example: verifriend bnn verify runs/bnn/conv-small.pt --eps 0.1 --limit 1000")
@@ -359,7 +359,7 @@ def bnn_verify(
         f"  sparsity {100 * r['sparsity']['total']:.1f}% (per layer "
         f"{', '.join(f'{100 * v:.1f}%' for v in r['sparsity']['layers'])})\n"
         f"  cardinality bound after the first layer: mean {r['bounds']['mean_after_first']:.2f}, "
-        f"max {r['bounds']['max_after_first']}", highlight=False)
+        f"max {r['bounds']['max_after_first']}", highlight=False, soft_wrap=True)
 
 
 
