@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from typer.testing import CliRunner
@@ -211,56 +210,62 @@ def test_cli_table_json_and_default_out(ckpt, monkeypatch):
     default.unlink()
 
 
-# A real verifier, slowed down by a sleep per property so that the kill lands mid-campaign.
-_SLOW_CLI = """
-import sys, time
+# The CLI with the real verifier; with VF_TEST_KILL_AFTER=N in the environment the process
+# SIGKILLs itself when verify_spec is called once N property lines are in the --out file, i.e.
+# in the middle of deciding the next correctly classified property (misclassified images are
+# written without a call, so the count is read from the file, not from the calls).
+KILL_VAR = "VF_TEST_KILL_AFTER"
+_CLI = """
+import os, signal, sys
 from verifriend.verify import campaign
+kill_after = os.environ.get("VF_TEST_KILL_AFTER")
+out = sys.argv[sys.argv.index("--out") + 1]
 real = campaign.verify_spec
-def slow(*a, **k):
-    time.sleep(0.4)
+def killing(*a, **k):
+    if kill_after is not None:
+        with open(out) as f:
+            written = f.read().count("\\n") - 1  # less the header
+        if written >= int(kill_after):
+            os.kill(os.getpid(), signal.SIGKILL)
     return real(*a, **k)
-campaign.verify_spec = slow
+campaign.verify_spec = killing
 from verifriend.cli import app
 sys.argv = ["verifriend", *sys.argv[1:]]
 app()
 """
 
 
-def test_sigkill_and_restart(ckpt, tmp_path, y_test):
-    out = tmp_path / "killed.jsonl"
-    cmd = [sys.executable, "-c", _SLOW_CLI, "verify", "--model", str(ckpt), "--eps", "0.02",
-           "--timeout", "5", "--per-class", "2", "--out", str(out), "--json"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    start = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def _run(cmd, env):
     try:
-        while True:  # wait for the header and one property line
-            if out.exists() and out.read_text().count("\n") >= 2:
-                break
-            if proc.poll() is not None:
-                pytest.fail(f"the campaign ended before the kill: {proc.stderr.read().decode()}")
-            if time.monotonic() - start > 60:
-                pytest.skip("the campaign took over 60 s to write its first line on this machine")
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    _, before, _ = read_results(out)
-    expected = select_per_class(y_test, 2).tolist()
-    assert 1 <= len(before) < len(expected)
+        return subprocess.run(cmd, check=False, env=env, capture_output=True, text=True,
+                              timeout=600)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{cmd[3:]} did not finish within 600 s")
 
-    restart = [*cmd[:2], _SLOW_CLI.replace("sleep(0.4)", "sleep(0)"), *cmd[3:]]  # same command
-    r = subprocess.run(restart, check=False, env=env, capture_output=True, text=True, timeout=300)
-    if time.monotonic() - start > 120:
-        pytest.skip("the campaign took too long on this machine")
+
+def test_sigkill_and_restart(ckpt, tmp_path, y_test):
+    n_kill = 2  # property lines written before the kill (at least; see below)
+    out = tmp_path / "killed.jsonl"
+    cmd = [sys.executable, "-c", _CLI, "verify", "--model", str(ckpt), "--eps", "0.02",
+           "--timeout", "5", "--per-class", "2", "--out", str(out), "--json"]
+    env = {k: v for k, v in os.environ.items() if k != KILL_VAR}
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    r = _run(cmd, {**env, KILL_VAR: str(n_kill)})
+    assert r.returncode == -signal.SIGKILL, f"the campaign was not killed: {r.stderr}"
+    header, before, truncated = read_results(out)
+    assert header is not None and not truncated  # killed between two writes
+    expected = select_per_class(y_test, 2).tolist()
+    assert [ln["index"] for ln in before] == expected[: len(before)]
+
+    r = _run(cmd, env)  # the same command, not killed this time
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
     lines = file_lines(out)
     assert [ln["index"] for ln in lines] == expected  # every property exactly once
+    # the kill came in the first verify_spec call with n_kill lines written: after n_kill
+    # lines and any misclassified ones right behind them, before the next verified property
+    killed_at = next(k for k in range(n_kill, len(lines)) if lines[k]["status"] != "misclassified")
+    assert len(before) == killed_at < len(expected)
     assert lines[: len(before)] == before  # the lines written before the kill were kept
     assert res["resumed"] == len(before) and res["new"] == len(expected) - len(before)
     assert res["summary"] == summarize(lines)

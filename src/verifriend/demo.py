@@ -9,9 +9,12 @@ from rich.console import Console
 
 from verifriend.data import load_dataset, select_per_class
 from verifriend.metrics import evaluate_friendliness
-from verifriend.metrics.report import bar_chart, comparison_table, markdown_table, write_json_atomic
+from verifriend.metrics.report import bar_chart, comparison_table, markdown_table
+from verifriend.outputs import output_dir, write_json_atomic, write_text_atomic
 from verifriend.train import TrainConfig
-from verifriend.workflows import check_eps, complete_verification, train_and_save
+from verifriend.workflows import check_eps, complete_verification, train_and_save, train_files
+
+METHODS = ("natural", "nbc")
 
 
 @dataclass
@@ -36,13 +39,19 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
     console = console or Console()
     check_eps(cfg.train_eps, "training eps")
     check_eps(cfg.eval_eps, "evaluation eps")
-    out = Path(cfg.out)
+    files = ["results.json", "report.md", "friendliness.png",
+             *(f for m in METHODS for f in (*train_files(m), f"{m}.verify.jsonl"))]
+    with output_dir(cfg.out, "--out", files=files) as out:  # checked before any work
+        return _run(cfg, out, console)
+
+
+def _run(cfg: DemoConfig, out: Path, console: Console) -> dict:
     data = load_dataset(cfg.dataset, cfg.data_dir)
     console.print(f"[bold]verifriend demo[/] on {data.display_name}: {len(data.x_train)} train / "
                   f"{len(data.x_test)} test images, arch {cfg.arch}")
     idx = select_per_class(data.y_test, cfg.per_class, seed=cfg.seed)
     models: dict[str, dict] = {}
-    for method in ("natural", "nbc"):
+    for method in METHODS:
         console.print(f"\n[bold]{method}[/] training, {cfg.epochs} epochs, train eps {cfg.train_eps}")
         tcfg = TrainConfig(method=method, epochs=cfg.epochs, lr=cfg.lr, eps=cfg.train_eps,
                            seed=cfg.seed)
@@ -62,8 +71,8 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
                "models": models}
     write_json_atomic(out / "results.json", results)
     bar_chart(models, out / "friendliness.png", title)
-    (out / "report.md").write_text(
-        f"# verifriend demo\n\n{title}.\n\n{markdown_table(models)}\n\n"
+    write_text_atomic(
+        out / "report.md", f"# verifriend demo\n\n{title}.\n\n{markdown_table(models)}\n\n"
         "Stable % = share of hidden ReLUs whose CROWN pre-activation bounds do not straddle 0, "
         "averaged over properties; Proved % = properties whose robustness margins IBP or CROWN "
         "bound above 0. UNSAT % / SAT % / Timeout % = verdicts of the complete verifier "

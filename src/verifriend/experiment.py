@@ -31,7 +31,7 @@ from rich.console import Console
 
 from verifriend.errors import UserError
 from verifriend.metrics.paper import paper_csv, paper_markdown, radar_chart, unsat_curve
-from verifriend.metrics.report import write_json_atomic, write_text_atomic
+from verifriend.outputs import check_out_dir, output_dir, write_json_atomic, write_text_atomic
 from verifriend.train import TrainConfig
 from verifriend.train.recipe import read_yaml, recipe_phases
 
@@ -103,11 +103,27 @@ def run_experiment(exp: Experiment, out: str | Path, *, data_dir: str | None = N
                    console: Console | None = None) -> dict:
     """Train and evaluate every method of ``exp`` under ``out``; write results.json,
     table.md, results.csv, radar_eps<E>.png and unsat_vs_eps.png there."""
+    from verifriend.verify.campaign import check_results_file
+    from verifriend.workflows import train_files
+
+    ev = exp.evaluate
+    files = ["results.json", "table.md", "results.csv", "unsat_vs_eps.png",
+             *(f"radar_eps{e:g}.png" for e in ev["eps"])]
+    check_out_dir(out, "--out", files=files)  # every output place, before any work
+    for name in exp.methods:
+        check_out_dir(Path(out) / name, "the method folder", files=train_files())
+        if ev["timeout"] > 0:  # the verifier's logs (evaluate_checkpoint's names)
+            for e in ev["eps"]:
+                check_results_file(Path(out) / name / f"model.eps{e:g}.t{ev['timeout']:g}"
+                                   ".verify.jsonl", "the verifier log")
+    with output_dir(out, check=False) as folder:  # folders left empty by a failure go
+        return _run(exp, folder, data_dir, console or Console())
+
+
+def _run(exp: Experiment, out: Path, data_dir: str | None, console: Console) -> dict:
     from verifriend.data import load_dataset
     from verifriend.workflows import evaluate_checkpoint, train_and_save
 
-    console = console or Console()
-    out = Path(out)
     data = load_dataset(exp.dataset, data_dir)
     ev = exp.evaluate
     console.print(f"[bold]experiment[/] {exp.description or ''} on {data.display_name}, "

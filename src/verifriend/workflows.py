@@ -13,8 +13,8 @@ from torch import nn
 from verifriend.data import Dataset, load_dataset, select_per_class
 from verifriend.errors import UserError
 from verifriend.metrics import evaluate_friendliness
-from verifriend.metrics.report import write_json_atomic
 from verifriend.models import build_model, load_model, save_model
+from verifriend.outputs import check_out_dir, output_dir, save_torch_atomic, write_json_atomic
 from verifriend.train import TrainConfig, train_model
 from verifriend.train.trainer import TrainState
 
@@ -23,6 +23,16 @@ def check_eps(eps: float, name: str = "eps") -> None:
     """Reject radii a robustness property cannot have."""
     if not eps >= 0 or eps > 1:
         raise UserError(f"{name} must be in [0, 1] (pixel space), got {eps}.")
+
+
+def train_files(name: str = "model") -> list[str]:
+    """The files :func:`train_and_save` writes in its output directory."""
+    return [f"{name}.pt", f"{name}.train.json", f"{name}.state.pt"]
+
+
+def check_train_out(out_dir: str | Path, name: str = "model", what: str = "--out") -> Path:
+    """Refuse (UserError) an output directory :func:`train_and_save` could not write."""
+    return check_out_dir(out_dir, what, files=train_files(name))
 
 
 def train_and_save(
@@ -53,8 +63,14 @@ def train_and_save(
         check_eps(p.eps, "training eps")
     config = phases[0].to_dict() if len(phases) == 1 else {
         "phases": [p.to_dict() for p in phases]}
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_train_out(out_dir, name)
+    with output_dir(out_dir, check=False) as folder:  # empty folders made here go on failure
+        return _train_into(arch, data, phases, config, folder, name, progress, restart)
+
+
+def _train_into(arch: str, data: Dataset, phases: list[TrainConfig], config: dict,
+                out_dir: Path, name: str, progress: bool, restart: bool
+                ) -> tuple[nn.Module, Path, list[dict]]:
     torch.manual_seed(phases[0].seed)  # the initial weights are part of what a seed fixes
     model = build_model(arch, data.input_shape, data.num_classes, data.mean, data.std)
     if phases[0].init:
@@ -86,10 +102,8 @@ def train_and_save(
             if len(phases) > 1:
                 entry["phase"] = k + 1
             full = dataclasses.replace(state, history=[*history, entry])
-            tmp = state_path.with_suffix(".tmp")
-            torch.save({"meta": _state_key(meta), "phase": k,
-                        "state": dataclasses.asdict(full)}, tmp)
-            tmp.replace(state_path)
+            save_torch_atomic(state_path, {"meta": _state_key(meta), "phase": k,
+                                           "state": dataclasses.asdict(full)})
 
         def on_epoch_end(epoch: int, m: nn.Module, stats: dict, k=k) -> None:
             if len(phases) > 1:
@@ -189,9 +203,15 @@ def evaluate_checkpoint(
         raise UserError(f"--test-limit must be at least 1, got {test_limit}.")
     path = Path(path)
     model, meta = load_model(path)
+    logs = Path(log_dir) if log_dir is not None else path.parent
+    if timeout > 0:  # the campaign logs' places, before any work
+        from verifriend.verify.campaign import check_results_file
+
+        check_out_dir(logs, "the log folder")
+        for e in eps_list:
+            check_results_file(_log_path(logs, path, e, timeout), "the verifier log")
     data = load_dataset(meta["dataset"], data_dir)
     idx = select_per_class(data.y_test, per_class)
-    logs = Path(log_dir) if log_dir is not None else path.parent
     results = []
     say = Console(stderr=True).print if progress else (lambda *a: None)
     for e in eps_list:
@@ -201,11 +221,15 @@ def evaluate_checkpoint(
         r = evaluate_friendliness(model, data.x_test, data.y_test, idx, e,
                                   pgd_steps=pgd_steps, accuracy_limit=test_limit).to_dict()
         if timeout > 0:
-            logs.mkdir(parents=True, exist_ok=True)
-            jsonl = logs / f"{path.stem}.eps{e:g}.t{timeout:g}.verify.jsonl"
-            r.update(complete_verification(path, e, timeout, per_class, jsonl,
-                                           data_dir=data_dir, progress=progress))
+            with output_dir(logs, check=False):
+                r.update(complete_verification(path, e, timeout, per_class,
+                                               _log_path(logs, path, e, timeout),
+                                               data_dir=data_dir, progress=progress))
         results.append(r)
     return {"model": str(path), "arch": meta["arch"], "dataset": data.display_name,
             "per_class": per_class, "timeout": timeout, "test_limit": test_limit,
             "results": results}
+
+
+def _log_path(logs: Path, model: Path, eps: float, timeout: float) -> Path:
+    return logs / f"{model.stem}.eps{eps:g}.t{timeout:g}.verify.jsonl"

@@ -13,7 +13,6 @@ solves.
 from __future__ import annotations
 
 import contextlib
-import json
 import queue
 import time
 from collections.abc import Callable
@@ -153,6 +152,10 @@ def prepare_nets(names: list[str], models_dir: Path, *, data_dir: str | None = N
     from concurrent.futures import ProcessPoolExecutor
 
     todo = [n for n in names if not _cached(BENCH_NETS[n], models_dir / f"{n}.pt")]
+    if todo:  # nets to train: their folder must take them, said before any training
+        from verifriend.outputs import check_out_dir
+
+        check_out_dir(models_dir, "--models-dir", files=[f"{n}.pt" for n in todo])
     failed: set[str] = set()
     if workers > 1 and len(todo) > 1:
         log(f"training {', '.join(todo)} in {min(workers, len(todo))} processes")
@@ -347,7 +350,10 @@ def slim(out: dict) -> dict:
 
 
 def write_json(out: dict, path: Path) -> None:
-    path.write_text(json.dumps(out, indent=1, default=float))
+    """``out`` as JSON at ``path``, written atomically."""
+    from verifriend.outputs import write_json_atomic
+
+    write_json_atomic(path, out, indent=1, default=float)
 
 
 FULL_BACKENDS = ("native", "exact", "cpsat", "pysat-gluecard4", "pysat-minicard", "z3",

@@ -188,12 +188,13 @@ def bound_stats(net: IntBNN) -> dict:
 # --- files ---------------------------------------------------------------------------------
 
 def save_bnn(model: BNN, path: str | Path, meta: dict | None = None) -> Path:
-    """torch.save of the state, the spec, alpha and ``meta`` (training config, figures)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"format": FORMAT, "version": VERSION, "spec": model.spec.to_dict(),
-                "state": model.state_dict(), "alpha": model.alpha, "meta": meta or {}}, path)
-    return path
+    """torch.save of the state, the spec, alpha and ``meta`` (training config, figures),
+    written atomically (a reader never sees half a file)."""
+    from verifriend.outputs import save_torch_atomic
+
+    return save_torch_atomic(path, {"format": FORMAT, "version": VERSION,
+                                    "spec": model.spec.to_dict(), "state": model.state_dict(),
+                                    "alpha": model.alpha, "meta": meta or {}})
 
 
 def load_bnn(path: str | Path) -> BNN:

@@ -23,6 +23,7 @@ from verifriend.bnn.train import (
 )
 from verifriend.bnn.verify import ImageVerdict, verify_dataset
 from verifriend.errors import UserError
+from verifriend.outputs import check_out_file, output_dir, write_json_atomic, write_text_atomic
 
 
 def load_data(dataset: str, data_dir: str | None = None):
@@ -68,6 +69,26 @@ def train_and_save(
     accuracy at the training eps on the first `pgd_images` test images, sparsity and bounds.
     `meta` adds entries to the model file's meta; `on_epoch_end` goes to `train_bnn`.
     """
+    out = check_train_out(out)
+    with output_dir(out.parent, check=False):  # folders left empty by a failure go
+        return _train(arch, dataset, cfg, out, step=step, sparsity=sparsity, data_dir=data_dir,
+                      test_limit=test_limit, pgd_images=pgd_images, meta=meta,
+                      progress=progress, on_epoch_end=on_epoch_end)
+
+
+def check_train_out(out: str | Path, what: str = "--out") -> Path:
+    """Refuse (UserError) a model path :func:`train_and_save` could not write, or its .json."""
+    out = Path(out)
+    if out.suffix == ".json":
+        raise UserError(f"{what} {out} ends in .json, the name of the summary written beside "
+                        "the model; give the model file a .pt name.")
+    check_out_file(out, what)
+    check_out_file(out.with_suffix(".json"), f"the summary file beside {what}")
+    return out
+
+
+def _train(arch: str, dataset: str, cfg: BNNTrainConfig, out: Path, *, step, sparsity,
+           data_dir, test_limit, pgd_images, meta, progress, on_epoch_end) -> dict:
     xtr, ytr, xte, yte, shape, classes = load_data(dataset, data_dir)
     if test_limit is not None:
         xte, yte = xte[:test_limit], yte[:test_limit]
@@ -97,8 +118,8 @@ def train_and_save(
                         "pgd_acc": robust_accuracy(model, xte[:k], yte[:k], cfg.eps, steps=20)})
     save_bnn(model, out, meta={"dataset": dataset, "summary": summary, "history": history,
                                **(meta or {})})
-    out.with_suffix(".json").write_text(json.dumps({"summary": summary, "history": history},
-                                                   indent=1, default=float))
+    write_json_atomic(out.with_suffix(".json"), {"summary": summary, "history": history},
+                      indent=1, default=float)
     return summary
 
 
@@ -138,6 +159,8 @@ def verify_model(
         raise UserError(f"--limit must be at least 1 image, got {limit}.")
     if pgd_steps < 0:
         raise UserError(f"--pgd-steps must be >= 0, got {pgd_steps}.")
+    if log is not None:
+        log = check_out_file(log, "--log")
     model, dataset, xte, yte = load_with_test_set(model_path, dataset, data_dir)
     if limit is not None:
         xte, yte = xte[:limit], yte[:limit]
@@ -150,7 +173,7 @@ def verify_model(
     result = summary.as_dict()
     verdicts = result.pop("verdicts")
     if log is not None:
-        log.write_text("".join(json.dumps(v) + "\n" for v in verdicts))
+        write_text_atomic(log, "".join(json.dumps(v) + "\n" for v in verdicts))
     clean = float((net.predict(net.quantize(xte.numpy())) == yte.numpy()).mean())
     result.update({
         "model": str(model_path), "dataset": dataset, "natural_accuracy": clean,

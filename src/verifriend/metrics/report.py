@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-import json
+import io
 import os
-import tempfile
 from pathlib import Path
 
 from rich.table import Table
+
+# the atomic writers live in verifriend.outputs; re-exported for existing callers
+from verifriend.outputs import write_json_atomic, write_text_atomic
+
+__all__ = ["DEMO_METRICS", "bar_chart", "comparison_table", "markdown_table", "save_figure",
+           "write_json_atomic", "write_text_atomic"]
 
 # (key in a model's metrics dict, column label) in display order
 DEMO_METRICS: list[tuple[str, str]] = [
@@ -24,30 +29,6 @@ DEMO_METRICS: list[tuple[str, str]] = [
     ("verify_time_unsat_timeout_s", "Time over UNSAT+timeout s"),
     ("train_time_s", "Train time s"),
 ]
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` so that readers see the old file or the new one, never half.
-
-    Writes a temporary file in the same folder, fsyncs it and renames it over ``path``.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: str | os.PathLike, data: dict) -> None:
-    """Write ``data`` as JSON so that readers see the old file or the new one, never half."""
-    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def _fmt(v) -> str:
@@ -101,12 +82,18 @@ def bar_chart(models: dict[str, dict], path: str | os.PathLike, title: str = "")
 
 def save_figure(fig, ax, path: str | os.PathLike, title: str = "", legend: dict | None = None
                 ) -> None:
-    """Title, legend, tight layout, write ``path`` (120 dpi) and close the figure."""
+    """Title, legend, tight layout, write ``path`` (120 dpi, atomically) and close the figure."""
     import matplotlib.pyplot as plt
+
+    from verifriend.outputs import write_bytes_atomic
 
     if title:
         ax.set_title(title)
     ax.legend(**(legend or {}))
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format=Path(path).suffix.lstrip(".") or "png", dpi=120)
+    finally:
+        plt.close(fig)
+    write_bytes_atomic(path, buf.getvalue())

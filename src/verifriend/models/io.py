@@ -7,12 +7,10 @@ and is rebuilt through :func:`~verifriend.models.zoo.build_model`.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import os
-import tempfile
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -20,6 +18,7 @@ from torch import nn
 
 from verifriend.errors import UserError
 from verifriend.models.zoo import build_model
+from verifriend.outputs import atomic_write, save_torch_atomic
 
 FORMAT = "verifriend-model"
 VERSION = 1
@@ -40,20 +39,6 @@ def _plain(value, where: str):
         return os.fspath(value)
     raise TypeError(f"checkpoint metadata {where} has a {type(value).__name__}; "
                     "only str, int, float, bool, None, lists and dicts can be stored")
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write via a temporary file in the same directory, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def save_model(
@@ -85,7 +70,7 @@ def save_model(
     except RuntimeError as e:
         raise ValueError(f"the model's weights do not fit architecture {arch!r}: {e}") from e
     payload = {"format": FORMAT, "version": VERSION, **meta, "state_dict": state}
-    _atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
+    save_torch_atomic(path, payload)
 
 
 def load_model(path, map_location="cpu") -> tuple[nn.Sequential, dict]:
@@ -158,6 +143,6 @@ def export_onnx(model: nn.Module, path, input_shape: tuple[int, int, int]) -> No
             _export(model, x, tmp)
             onnx.checker.check_model(str(tmp))
 
-        _atomic_write(path, write)
+        atomic_write(path, write)
     finally:
         model.train(was_training)

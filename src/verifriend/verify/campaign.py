@@ -14,11 +14,12 @@ the kill is dropped (the file is rewritten atomically without it) and that prope
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -160,8 +161,43 @@ def read_results(path: str | os.PathLike) -> tuple[dict | None, list[dict], bool
     return header, lines, truncated
 
 
+# how every header line begins (json.dumps keeps the key order of the dict it writes)
+_HEADER_START = json.dumps({"format": FORMAT})[:-1]
+
+
+def check_results_file(path: str | os.PathLike, what: str = "--out") -> Path:
+    """Refuse (UserError) a results file a campaign must not write: a directory, an unwritable
+    place, or an existing non-empty file that is not a verifriend campaign log (a campaign
+    never overwrites a file it did not write). A log for other settings is refused later,
+    by :func:`run_campaign`, once the model's hash is known."""
+    from verifriend.outputs import check_out_file
+
+    path = check_out_file(path, what, append=True)
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(1 << 20)
+    except FileNotFoundError:
+        return path
+    except OSError as e:
+        raise UserError(f"{what} {path} cannot be read ({e.strerror}).") from None
+    if not first:
+        return path  # an empty file: nothing to lose
+    try:
+        text = first.decode("utf-8")
+        if text.endswith("\n"):
+            ours = json.loads(text).get("format") == FORMAT
+        else:  # one line cut short: only a header torn by a kill is ours
+            ours = text.startswith(_HEADER_START) or _HEADER_START.startswith(text)
+    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        ours = False
+    if not ours:
+        raise UserError(f"{what} {path} exists and is not a verifriend campaign log; it is "
+                        "left alone (choose another --out or move the file away).")
+    return path
+
+
 def _rewrite(path: Path, header: dict | None, lines: list[dict]) -> None:
-    from verifriend.metrics.report import write_text_atomic
+    from verifriend.outputs import write_text_atomic
 
     rows = ([header] if header is not None else []) + lines
     write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
@@ -171,6 +207,23 @@ def _append(f, obj: dict) -> None:
     f.write(json.dumps(obj) + "\n")
     f.flush()
     os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
+def _discard_if_unused(out: Path, fresh: bool) -> Iterator[None]:
+    """Create ``out``'s folder for the block; if the block fails, a log this run started that
+    holds no property yet is removed, and so are the folders made for it."""
+    from verifriend.outputs import output_dir
+
+    with output_dir(out.parent, check=False):
+        try:
+            yield
+        except BaseException:
+            if fresh:
+                with contextlib.suppress(OSError, UserError):
+                    if not read_results(out)[1]:
+                        out.unlink(missing_ok=True)
+            raise
 
 
 def check_settings(eps: float, timeout: float, per_class: int) -> None:
@@ -215,9 +268,10 @@ def run_campaign(
 
     check_settings(eps, timeout, per_class)
     model_path = Path(model_path)
-    out = Path(out_jsonl)
     verify = verify or verify_spec
     model, meta = load_model(model_path)
+    out = check_results_file(out_jsonl)
+    fresh = not os.path.lexists(out)
     settings = {"model": str(model_path.resolve()), "model_sha256": _sha256(model_path),
                 "eps": float(eps), "timeout": float(timeout), "per_class": int(per_class),
                 "seed": int(seed)}
@@ -235,77 +289,80 @@ def run_campaign(
                     f"it holds results for {_describe(old)}, not {_describe(settings)}")
             raise UserError(f"{out} was written for other settings: {what} (use another --out "
                             "or delete the file to start afresh).")
-    data = load_dataset(meta["dataset"], data_dir)
-    idx = select_per_class(data.y_test, per_class, seed=seed).tolist()
-    wanted = set(idx)
-    done: dict[int, dict] = {}
-    for ln in lines:
-        if ln["index"] not in wanted:
-            raise UserError(f"{out} holds test index {ln['index']}, which these settings do not "
-                            "select; it was written for another data set or selection.")
-        done.setdefault(ln["index"], ln)  # a duplicate would only come from a foreign edit
-    if truncated or len(done) != len(lines):
-        _rewrite(out, header, list(done.values()))
-    if header is None:
-        header = {"format": FORMAT, "version": VERSION, **settings, "dataset": meta["dataset"],
-                  "total": len(idx)}
-        _rewrite(out, header, [])
+    with _discard_if_unused(out, fresh):  # a failed new campaign leaves nothing behind
+        data = load_dataset(meta["dataset"], data_dir)
+        idx = select_per_class(data.y_test, per_class, seed=seed).tolist()
+        wanted = set(idx)
+        done: dict[int, dict] = {}
+        for ln in lines:
+            if ln["index"] not in wanted:
+                raise UserError(f"{out} holds test index {ln['index']}, which these settings do not "
+                                "select; it was written for another data set or selection.")
+            done.setdefault(ln["index"], ln)  # a duplicate would only come from a foreign edit
+        if truncated or len(done) != len(lines):
+            _rewrite(out, header, list(done.values()))
+        if header is None:
+            header = {"format": FORMAT, "version": VERSION, **settings, "dataset": meta["dataset"],
+                      "total": len(idx)}
+            _rewrite(out, header, [])
 
-    todo = [i for i in idx if i not in done]
-    input_shape = tuple(meta["input_shape"])
-    graph = Graph.from_module(model, input_shape)
-    num_classes = int(meta["num_classes"])
-    new = 0
+        todo = [i for i in idx if i not in done]
+        input_shape = tuple(meta["input_shape"])
+        graph = Graph.from_module(model, input_shape)
+        num_classes = int(meta["num_classes"])
+        new = 0
 
-    bar = None
-    if progress and todo:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        bar = None
+        if progress and todo:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
-        bar = Progress(TextColumn("verify eps={task.fields[eps]:g}"), BarColumn(),
-                       MofNCompleteColumn(), TextColumn("{task.fields[last]}"),
-                       TimeElapsedColumn(), TimeRemainingColumn(),
-                       console=Console(stderr=True), transient=False)
-    try:
-        if bar is not None:
-            bar.start()
-            task = bar.add_task("verify", total=len(idx), completed=len(done), eps=eps, last="")
-        with open(out, "a") as f:
-            for i in todo:
-                x, label = data.x_test[i], int(data.y_test[i])
-                with torch.no_grad():
-                    pred = int(model(x.unsqueeze(0)).argmax(1))
-                row = {"index": i, "label": label, "predicted": pred}
-                if pred != label:
-                    row.update(status=MISCLASSIFIED, time_s=0.0, domains=0, stage="",
-                               stable_pct=None)
-                else:
-                    spec = Spec.linf_robustness(x.flatten(), label, eps, num_classes, 0.0, 1.0)
-                    lo, hi = spec.input_box(input_shape, dtype=torch.float32)
+            bar = Progress(TextColumn("verify eps={task.fields[eps]:g}"), BarColumn(),
+                           MofNCompleteColumn(), TextColumn("{task.fields[last]}"),
+                           TimeElapsedColumn(), TimeRemainingColumn(),
+                           console=Console(stderr=True), transient=False)
+        try:
+            if bar is not None:
+                bar.start()
+                task = bar.add_task("verify", total=len(idx), completed=len(done), eps=eps, last="")
+            with open(out, "a") as f:
+                for i in todo:
+                    x, label = data.x_test[i], int(data.y_test[i])
                     with torch.no_grad():
-                        mask = stable_mask(crown(graph, lo, hi))[0]
-                    stable = 100.0 * float(mask.double().mean()) if mask.numel() else 100.0
-                    v = verify(graph, [spec], input_shape, timeout=timeout)
-                    row.update(status=v.status, time_s=float(v.time_s), domains=int(v.domains),
-                               stage=v.stage, stable_pct=stable)
-                _append(f, row)
-                done[i] = row
-                new += 1
-                if bar is not None:
-                    bar.update(task, advance=1, last=f"#{i}: {row['status']}")
-    finally:
-        if bar is not None:
-            bar.stop()
-    ordered = [done[i] for i in idx if i in done]
-    return CampaignSummary(
-        model=str(model_path), dataset=meta["dataset"], eps=float(eps), timeout=float(timeout),
-        per_class=per_class, seed=seed, out_jsonl=str(out), total=len(idx),
-        resumed=len(idx) - len(todo), new=new, summary=summarize(ordered),
-    )
+                        pred = int(model(x.unsqueeze(0)).argmax(1))
+                    row = {"index": i, "label": label, "predicted": pred}
+                    if pred != label:
+                        row.update(status=MISCLASSIFIED, time_s=0.0, domains=0, stage="",
+                                   stable_pct=None)
+                    else:
+                        spec = Spec.linf_robustness(x.flatten(), label, eps, num_classes, 0.0, 1.0)
+                        lo, hi = spec.input_box(input_shape, dtype=torch.float32)
+                        with torch.no_grad():
+                            mask = stable_mask(crown(graph, lo, hi))[0]
+                        stable = 100.0 * float(mask.double().mean()) if mask.numel() else 100.0
+                        v = verify(graph, [spec], input_shape, timeout=timeout)
+                        row.update(status=v.status, time_s=float(v.time_s), domains=int(v.domains),
+                                   stage=v.stage, stable_pct=stable)
+                        if "late" in v.details:  # decided after the timeout: logged, not counted
+                            row["late"] = v.details["late"]
+                    _append(f, row)
+                    done[i] = row
+                    new += 1
+                    if bar is not None:
+                        bar.update(task, advance=1, last=f"#{i}: {row['status']}")
+        finally:
+            if bar is not None:
+                bar.stop()
+        ordered = [done[i] for i in idx if i in done]
+        return CampaignSummary(
+            model=str(model_path), dataset=meta["dataset"], eps=float(eps), timeout=float(timeout),
+            per_class=per_class, seed=seed, out_jsonl=str(out), total=len(idx),
+            resumed=len(idx) - len(todo), new=new, summary=summarize(ordered),
+        )
