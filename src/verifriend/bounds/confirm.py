@@ -17,6 +17,7 @@ from verifriend.bounds.graph import Graph
 from verifriend.bounds.optimize import OptState, _finish, _lower, _prepare
 from verifriend.bounds.result import Bounds
 from verifriend.bounds.splits import Splits
+from verifriend.deadline import Deadline
 
 F64 = torch.float64
 
@@ -31,6 +32,7 @@ def confirm_bound(
     *,
     max_elements: int = DEFAULT_MAX_ELEMENTS,
     intervals: list | None = None,
+    deadline: Deadline | None = None,
 ) -> Bounds:
     """The bounds given by the fixed ``state`` (and ``splits``), recomputed in float64.
 
@@ -39,6 +41,7 @@ def confirm_bound(
     float64 get ``lower = +inf``. ``intervals`` (float64 node bounds valid on each
     domain, e.g. the root's) replaces the CROWN pass for intermediate bounds, as
     ``beta_crown(intervals=...)`` does: the splits are clamped and propagated.
+    ``deadline`` is checked in the CROWN pass (raises ``DeadlineExpired``).
     """
     g64 = graph.to(dtype=F64)
     xl, xu = x_lower.to(F64), x_upper.to(F64)
@@ -48,7 +51,8 @@ def confirm_bound(
         # slightly different set of unstable neurons
         known = None if intervals is None else [(a.to(F64), b.to(F64)) for a, b in intervals]
         p = _prepare(
-            g64, xl, xu, C64, splits, state.bound_upper, max_elements, state.rows, known
+            g64, xl, xu, C64, splits, state.bound_upper, max_elements, state.rows, known,
+            deadline,
         )
         s64 = state.to(F64)
         # betas of nodes without any split in these domains multiply zero signs

@@ -43,6 +43,7 @@ from verifriend.bounds.patches import (
 )
 from verifriend.bounds.relax import Interval, backsubstitute, interval_rule
 from verifriend.bounds.result import Bounds
+from verifriend.deadline import Deadline, StepClock, check
 from verifriend.errors import UserError
 
 DEFAULT_MAX_ELEMENTS = 50_000_000
@@ -132,7 +133,7 @@ def tighten_rows(
     return lf.scatter(1, neuron, new_l), uf.scatter(1, neuron, new_u)
 
 
-def _refine_patches(graph, t, intervals, rows, max_elements, geometry) -> Interval:
+def _refine_patches(graph, t, intervals, rows, max_elements, geometry, deadline) -> Interval:
     chain, windows = geometry
     lower, upper = intervals[t]
     B = lower.shape[0]
@@ -141,6 +142,7 @@ def _refine_patches(graph, t, intervals, rows, max_elements, geometry) -> Interv
     per_loc = 2 * groups.channel.shape[1] * B * max_patch_width(graph, windows)
     hw = math.prod(graph.nodes[t].shape[1:])
     for part in groups.split(max(1, max_elements // per_loc)):
+        check(deadline)
         res = sweep_rows(backsubstitute_patches(graph, chain, windows, part, intervals))
         neuron = part.neurons(hw).expand(B, -1)
         keep = part.valid.flatten() & rows.gather(1, neuron)
@@ -155,6 +157,7 @@ def _refine(
     rows: Tensor,
     max_elements: int,
     use_patches: bool = True,
+    deadline: Deadline | None = None,
 ) -> Interval:
     """Tighten node ``t``'s bounds on the neurons ``rows`` (B, n) by back-substitution.
 
@@ -167,7 +170,7 @@ def _refine(
     """
     geometry = patch_geometry(graph, t) if use_patches else None
     if geometry is not None:
-        return _refine_patches(graph, t, intervals, rows, max_elements, geometry)
+        return _refine_patches(graph, t, intervals, rows, max_elements, geometry, deadline)
     lower, upper = intervals[t]
     B = lower.shape[0]
     lf, uf = lower.flatten(1), upper.flatten(1)
@@ -175,6 +178,7 @@ def _refine(
     width = max(math.prod(node.shape) for node in graph.nodes[: t + 1])
     chunk = max(1, max_elements // (2 * B * width))
     for idx in rows.any(0).nonzero().squeeze(1).split(chunk):
+        check(deadline)
         c = idx.numel()
         wanted = rows[:, idx]
         k = int(wanted.sum(1).max())
@@ -196,6 +200,7 @@ def crown_intervals(
     base: list[Interval] | None = None,
     use_patches: bool = True,
     tighten: Callable[[int, Interval], Interval] | None = None,
+    deadline: Deadline | None = None,
 ) -> list[Interval]:
     """Bounds of every node, with ReLU/MaxPool inputs tightened by CROWN and IBP.
 
@@ -203,10 +208,13 @@ def crown_intervals(
     bound is at least as tight as it. ``tighten(j, bounds)``, when given, may
     shrink each node's bounds right after they are computed (beta-CROWN clamps
     split pre-activations there, so later layers see the split domain).
+    ``deadline`` is checked before each node's back-substitution (raises
+    :class:`verifriend.deadline.DeadlineExpired`).
     """
     base = base if base is not None else interval_pass(graph, x_lower, x_upper)
     plan = refinement_plan(graph)
     intervals: list[Interval] = [base[0]]
+    clock = StepClock(deadline)
     for j, node in enumerate(graph.nodes[1:], 1):
         lo, up = interval_rule(node, [intervals[i] for i in node.inputs])
         intervals.append((torch.maximum(lo, base[j][0]), torch.minimum(up, base[j][1])))
@@ -216,7 +224,9 @@ def crown_intervals(
             rows = (up > lo) if mode == "all" else (lo < 0) & (up > 0)
             rows = rows.flatten(1)
             if bool(rows.any()):
-                intervals[j] = _refine(graph, j, intervals, rows, max_elements, use_patches)
+                clock.tick()
+                intervals[j] = _refine(graph, j, intervals, rows, max_elements, use_patches,
+                                       deadline)
         if tighten is not None:
             intervals[j] = tighten(j, intervals[j])
     return intervals
@@ -251,17 +261,20 @@ def crown(
     *,
     max_elements: int = DEFAULT_MAX_ELEMENTS,
     use_patches: bool = True,
+    deadline: Deadline | None = None,
 ) -> Bounds:
     """CROWN bounds of ``C @ f(x)`` for ``x`` in ``[x_lower, x_upper]``, intersected with IBP.
 
     Shapes as for :func:`verifriend.bounds.ibp.ibp`. ``max_elements`` caps the size of
     the coefficient tensors of one backward sweep (rows are processed in chunks).
     ``use_patches=False`` forces dense intermediate sweeps (same bounds, slower).
+    ``deadline`` is checked between layers (raises ``DeadlineExpired``).
     """
     C = check_problem(graph, x_lower, x_upper, C)
     base = interval_pass(graph, x_lower, x_upper)
     intervals = crown_intervals(
-        graph, x_lower, x_upper, max_elements=max_elements, base=base, use_patches=use_patches
+        graph, x_lower, x_upper, max_elements=max_elements, base=base, use_patches=use_patches,
+        deadline=deadline,
     )
     lower, upper = spec_crown(graph, intervals, C, max_elements=max_elements)
     for lo, up in (spec_interval(graph, intervals, C), spec_interval(graph, base, C)):

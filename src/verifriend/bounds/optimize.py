@@ -59,6 +59,7 @@ from verifriend.bounds.patches import (
 from verifriend.bounds.relax import Interval, backsubstitute, interval_rule
 from verifriend.bounds.result import Bounds
 from verifriend.bounds.splits import Splits
+from verifriend.deadline import Deadline, StepClock, check, gradient_check
 from verifriend.errors import UserError
 
 
@@ -137,6 +138,8 @@ class _Problem:
     infeasible: Tensor  # (D,) bool
     tighten: Callable[[int, Interval], Interval] | None
     inner_rows: dict[int, IntermediateRows]
+    deadline: Deadline | None = None  # checked between layers of the intermediate rows,
+    # forward and backward
 
 
 def _empty_domains(intervals: list[Interval]) -> Tensor:
@@ -191,6 +194,7 @@ def _prepare(
     max_elements: int,
     inner_rows: dict[int, IntermediateRows] | None = None,
     known: list[Interval] | None = None,
+    deadline: Deadline | None = None,
 ) -> _Problem:
     C = check_problem(graph, x_lower, x_upper, C)
     D = x_lower.shape[0]
@@ -201,7 +205,8 @@ def _prepare(
         base = interval_pass(graph, x_lower, x_upper)
         if known is None:
             intervals = crown_intervals(
-                graph, x_lower, x_upper, max_elements=max_elements, base=base, tighten=tighten
+                graph, x_lower, x_upper, max_elements=max_elements, base=base, tighten=tighten,
+                deadline=deadline,
             )
         else:
             intervals = _reuse_intervals(graph, known, tighten)
@@ -215,7 +220,8 @@ def _prepare(
             if bool(s.ne(0).any())
         }
     return _Problem(
-        intervals, base, C, rows, signs, _empty_domains(intervals), tighten, inner_rows or {}
+        intervals, base, C, rows, signs, _empty_domains(intervals), tighten, inner_rows or {},
+        deadline,
     )
 
 
@@ -292,7 +298,9 @@ def _inner_intervals(graph: Graph, p: _Problem, inner: dict) -> list[Interval]:
         lo, up = torch.maximum(lo, p.intervals[j][0]), torch.minimum(up, p.intervals[j][1])
         rw = p.inner_rows.get(j)
         if rw is not None:
-            res = _inner_rows_bound(graph, j, rw, ivs, inner[j])  # reads nodes < j only
+            check(p.deadline)
+            # (reads nodes < j only; checks the deadline at every node, forward and backward)
+            res = _inner_rows_bound(graph, j, rw, ivs, inner[j], p.deadline)
             lf, uf = tighten_rows(lo.flatten(1), up.flatten(1), rw.neuron, rw.keep, res)
             lo, up = lf.view_as(lo), uf.view_as(up)
         if p.tighten is not None:
@@ -301,14 +309,18 @@ def _inner_intervals(graph: Graph, p: _Problem, inner: dict) -> list[Interval]:
     return ivs
 
 
-def _inner_rows_bound(graph: Graph, t: int, rw: IntermediateRows, ivs, slopes) -> Tensor:
+def _inner_rows_bound(graph: Graph, t: int, rw: IntermediateRows, ivs, slopes,
+                      deadline: Deadline | None = None) -> Tensor:
     """Lower bounds (D, 2k) of the rows ``rw`` of node ``t`` with their own slopes."""
     if rw.groups is not None:
         chain, windows = patch_geometry(graph, t)
         res = backsubstitute_patches(graph, chain, windows, rw.groups, ivs, lower_slopes=slopes)
+        if deadline is not None and res.requires_grad:
+            res.register_hook(gradient_check(deadline))  # the backward pass checks it too
         return sweep_rows(res)
     A = identity_rows(rw.idx, graph.nodes[t].shape, ivs[0][0])
-    return backsubstitute(graph, t, A, ivs, lower_slopes=slopes, select=rw.pick)
+    return backsubstitute(graph, t, A, ivs, lower_slopes=slopes, select=rw.pick,
+                          deadline=deadline)
 
 
 def _lower(
@@ -318,7 +330,8 @@ def _lower(
     intervals = _inner_intervals(graph, p, inner) if inner else p.intervals
     terms = {r: -b * p.signs[r] for r, b in betas.items()}
     return backsubstitute(
-        graph, len(graph.nodes) - 1, p.rows, intervals, lower_slopes=alphas, input_terms=terms
+        graph, len(graph.nodes) - 1, p.rows, intervals, lower_slopes=alphas, input_terms=terms,
+        deadline=p.deadline,
     )
 
 
@@ -395,12 +408,21 @@ def optimize_bounds(
     max_elements: int = DEFAULT_MAX_ELEMENTS,
     method: str = "alpha-crown",
     intervals: list[Interval] | None = None,
+    deadline: Deadline | None = None,
 ) -> tuple[Bounds, OptState]:
-    """The shared engine of :func:`alpha_crown` and :func:`beta_crown` (see those)."""
+    """The shared engine of :func:`alpha_crown` and :func:`beta_crown` (see those).
+
+    ``deadline`` is checked in the CROWN pass, between the layers of the intermediate rows
+    (in the forward and, through gradient hooks, the backward pass) and before every step;
+    a step is not started when less than two of the slowest steps
+    so far fit before it (one for the step, one for the float64 confirmation that a proof
+    needs next, which costs about as much). Raises
+    :class:`verifriend.deadline.DeadlineExpired`."""
     if iterations < 0:
         raise UserError("iterations must be >= 0.")
     p = _prepare(
-        graph, x_lower, x_upper, C, splits, bound_upper, max_elements, known=intervals
+        graph, x_lower, x_upper, C, splits, bound_upper, max_elements, known=intervals,
+        deadline=deadline,
     )
     if intermediate and iterations:
         p.inner_rows = _plan_rows(graph, p.intervals)
@@ -425,7 +447,9 @@ def optimize_bounds(
     best = kept = None
     best_alphas, best_betas, best_inner = snapshot()
     stalled, last_total = 0, None
+    clock = StepClock(deadline, reserve=1.0)
     for it in range(iterations + 1):
+        clock.tick()  # stops before a step that would end after the deadline
         with torch.set_grad_enabled(opt is not None and it < iterations):
             lb = _lower(graph, p, alphas, betas, inner)
         with torch.no_grad():

@@ -42,6 +42,7 @@ from verifriend.bounds.graph import (
     Node,
     ReLUNode,
 )
+from verifriend.deadline import Deadline, gradient_check
 
 Interval = tuple[Tensor, Tensor]
 BackwardResult = tuple[tuple[Tensor, ...], Tensor | None]
@@ -338,6 +339,7 @@ def backsubstitute(
     stop: Callable[[int], bool] | None = None,
     select: Tensor | None = None,
     record: dict[int, Tensor] | None = None,
+    deadline: Deadline | None = None,
 ) -> Tensor:
     """Lower bound ``(B, S)`` of the linear functions ``A . v_start`` over the input box.
 
@@ -355,6 +357,8 @@ def backsubstitute(
     shared rows are wanted; shared rows stay batch-free (cheap) until the first
     node whose rule depends on the batch. ``record``, when given, receives the
     coefficients reaching each ReLU node's output and the input node (key 0).
+    ``deadline`` is checked at every node, in this pass and (for coefficients that need a
+    gradient) in the backward pass through it (raises ``DeadlineExpired``).
     """
     pending: dict[int, Tensor] = {start: A}
     bias: Tensor | None = None
@@ -362,6 +366,10 @@ def backsubstitute(
         a = pending.pop(j, None)
         if a is None:
             continue
+        if deadline is not None:
+            deadline.check()
+            if a.requires_grad:
+                a.register_hook(gradient_check(deadline))
         node = graph.nodes[j]
         if j == 0 or (stop is not None and stop(j)):
             if record is not None and j == 0:

@@ -27,6 +27,7 @@ from verifriend.bounds.graph import Graph
 from verifriend.bounds.optimize import OptState, beta_crown, relu_output_coefficients
 from verifriend.bounds.relax import Interval
 from verifriend.bounds.splits import Splits
+from verifriend.deadline import Deadline, DeadlineExpired
 from verifriend.errors import UserError
 from verifriend.verify.branching import BRANCHING, branch, choose
 
@@ -146,7 +147,7 @@ def relu_bab(
     root_intervals: list[Interval],
     root_state: OptState,
     *,
-    deadline: float,
+    deadline: Deadline,
     config: BabConfig | None = None,
     exact_leaf=None,
     on_progress=None,
@@ -167,7 +168,8 @@ def relu_bab(
     ``attack(xs, steps) -> (x, y) | None`` checks candidate inputs xs (K, ...) in float64
     and, with ``steps`` > 0, runs that many PGD steps from them: each step's domains give
     the corners minimizing their bounds, all checked, the worst few attacked within
-    ``ATTACK_SHARE`` of the time.
+    ``ATTACK_SHARE`` of the time. ``deadline`` is checked between steps and inside every
+    bound computation; past it the outcome is "timeout".
     """
     config = config or BabConfig()
     config.check()
@@ -181,9 +183,12 @@ def relu_bab(
     # float32 ones, from the root's bounds (recomputed in float64)
     root64 = root_intervals64
     if root64 is None:
-        with torch.no_grad():
-            root64 = crown_intervals(graph.to(dtype=torch.float64), x_lower.double(),
-                                     x_upper.double())
+        try:
+            with torch.no_grad():
+                root64 = crown_intervals(graph.to(dtype=torch.float64), x_lower.double(),
+                                         x_upper.double(), deadline=deadline)
+        except DeadlineExpired:
+            return BabOutcome("timeout", 0, 0)
     pool: _Pool | None = _Pool(
         splits, root_lower, root_intervals, _full_betas(graph, root_state, 1)
     )
@@ -193,18 +198,21 @@ def relu_bab(
     sizer = _BatchSizer(config.batch)
     while pool is not None and len(pool):
         now = time.monotonic()
-        if now > deadline:
+        if now > deadline.at or (sizer.rate is not None and deadline.at - now < sizer.rate):
+            # (a step of even one domain would end after the deadline)
             return BabOutcome("timeout", domains, leaves)
         if domains >= config.max_domains:
             return BabOutcome("unknown", domains, leaves)
         order = margin(pool.lower).argsort()
-        n = sizer.size(deadline - now)
+        n = sizer.size(deadline.at - now)
         take, rest = order[:n], order[n:]
         cur, pool = pool.take(take), (pool.take(rest) if rest.numel() else None)
         try:
             kids, kid_pool, n_exact, n_open = _step(graph, x_lower, x_upper, cur, margin,
                                                      config, exact_leaf, root64, leaf_budget,
                                                      deadline, clause, candidates)
+        except DeadlineExpired:
+            return BabOutcome("timeout", domains, leaves)
         except torch.OutOfMemoryError:
             if n == 1:
                 raise
@@ -394,10 +402,10 @@ def _step(graph, x_lower, x_upper, cur: _Pool, margin, config: BabConfig, exact_
         # optimizer, so an LP over the domain's region decides it
         for i in (~ok).nonzero().squeeze(1).tolist():
             t0 = time.monotonic()
-            if deadline is not None and t0 > deadline:
-                n_open += 1  # out of time: the domain stays undecided
+            if exact_leaf is None or (deadline is not None and t0 > deadline.at):
+                n_open += 1  # no exact leaf, or out of time: the domain stays undecided
                 continue
-            left = None if deadline is None else deadline - t0
+            left = None if deadline is None else deadline.at - t0
             verdict, x = exact_leaf(cur.splits.select(torch.tensor([i])), left)
             if leaves is not None:
                 leaves.record(time.monotonic() - t0, early=not bool(full[i]))
@@ -426,6 +434,7 @@ def _step(graph, x_lower, x_upper, cur: _Pool, margin, config: BabConfig, exact_
         graph, lo2, hi2, None, kids, warm_start=warm,
         iterations=config.iterations, lr=config.lr_alpha, lr_beta=config.lr_beta,
         intermediate=False, intervals=[(lo[parent], up[parent]) for lo, up in cur.intervals],
+        deadline=deadline,
     )
     state = _full_betas(graph, state, 2 * D)
     proved = margin(b.lower) > 0
@@ -437,7 +446,7 @@ def _step(graph, x_lower, x_upper, cur: _Pool, margin, config: BabConfig, exact_
         root64 = [(lo.expand(n, *lo.shape[1:]), up.expand(n, *up.shape[1:]))
                   for lo, up in root_intervals64]
         holds = proof_holds(graph, lo2[check], hi2[check], None, state.select(check),
-                            kids.select(check), intervals=root64)
+                            kids.select(check), intervals=root64, deadline=deadline)
         lower64 = torch.where(holds, 1.0, -1.0).to(b.lower.dtype)
         proved[check] = margin(lower64) > 0
     open_ = (~proved).nonzero().squeeze(1)

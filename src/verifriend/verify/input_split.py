@@ -27,6 +27,7 @@ from torch import Tensor
 from verifriend.bounds.crown import crown
 from verifriend.bounds.graph import Graph
 from verifriend.bounds.relax import backsubstitute
+from verifriend.deadline import Deadline, DeadlineExpired, StepClock
 from verifriend.verify.bab import (
     BabOutcome,
     LeafBudget,
@@ -94,7 +95,7 @@ def input_bab(
     x_upper: Tensor,
     clause: Tensor,
     *,
-    deadline: float,
+    deadline: Deadline,
     check,
     batch: int = 1024,
     max_domains: int = 50_000_000,
@@ -106,7 +107,17 @@ def input_bab(
     ``exact_leaf(lo, hi, seconds) -> ("unsat" | "sat" | "unknown", x)`` decides a box
     (batch of one) with few unstable neurons (a MILP with a binary each) within
     ``seconds``; :class:`LeafBudget` says which boxes and how often; other boxes are split.
+    ``deadline`` is checked between steps and inside every bound; past it: "timeout".
     """
+    try:
+        return _search(graph, x_lower, x_upper, clause, deadline, check, batch, max_domains,
+                       exact_leaf)
+    except DeadlineExpired:
+        return BabOutcome("timeout", 0, 0)
+
+
+def _search(graph, x_lower, x_upper, clause, deadline, check, batch, max_domains,
+            exact_leaf) -> BabOutcome:
     n_clauses = int(clause.max()) + 1
     g64 = graph.to(dtype=F64)
     root_width = (x_upper - x_lower).flatten(1).amax(0).clamp(min=1e-30)
@@ -116,14 +127,14 @@ def input_bab(
     def bound(lo: Tensor, hi: Tensor) -> tuple[Tensor, _Boxes, tuple | None]:
         """Bound boxes: (proved mask, the open ones with their suggested split, a hit)."""
         with torch.no_grad():
-            b = crown(graph, lo, hi)
+            b = crown(graph, lo, hi, deadline=deadline)
         counts["domains"] += lo.shape[0]
         margin = clause_margin(b.lower, clause, n_clauses)
         proved = margin > 0
         if bool(proved.any()):
             idx = proved.nonzero().squeeze(1)
             with torch.no_grad():
-                b64 = crown(g64, lo[idx].to(F64), hi[idx].to(F64))
+                b64 = crown(g64, lo[idx].to(F64), hi[idx].to(F64), deadline=deadline)
             proved[idx] = clause_margin(b64.lower, clause, n_clauses) > 0
         if exact_leaf is not None:
             # (nearly) linear regions are decided by an LP (a MILP with a binary per
@@ -133,9 +144,9 @@ def input_bab(
             lin = ~proved & (unstable_count(graph, b.intervals) <= leaves.unstable)
             for i in lin.nonzero().squeeze(1).tolist():
                 now = time.monotonic()
-                if now > deadline or not leaves.open(now):
+                if now > deadline.at or not leaves.open(now):
                     break
-                verdict, x = exact_leaf(lo[i:i + 1], hi[i:i + 1], deadline - now)
+                verdict, x = exact_leaf(lo[i:i + 1], hi[i:i + 1], deadline.at - now)
                 leaves.record(time.monotonic() - now)
                 if verdict == "sat":
                     return proved, _Boxes(lo[:0], hi[:0], margin[:0], margin[:0].long()), x
@@ -164,8 +175,11 @@ def input_bab(
     counts["leaves"] += int(proved.sum())
     if hit is not None:
         return outcome("sat", hit)
+    clock = StepClock(deadline)
     while len(pool):
-        if time.monotonic() > deadline:
+        try:
+            clock.tick()  # stops before a step that would end after the deadline
+        except DeadlineExpired:
             return outcome("timeout")
         if counts["domains"] >= max_domains:
             return outcome("unknown")
@@ -184,7 +198,10 @@ def input_bab(
         if ia.numel():
             lo2, hi2 = _children(par.lo[ia], par.hi[ia], widest[ia])
             lo, hi = torch.cat([lo, lo2]), torch.cat([hi, hi2])
-        proved, kids, hit = bound(lo, hi)
+        try:
+            proved, kids, hit = bound(lo, hi)
+        except DeadlineExpired:
+            return outcome("timeout")
         if hit is not None:
             return outcome("sat", hit)
         # per child: its parent, its candidate (0: suggested, 1: widest), its margin

@@ -166,6 +166,10 @@ class MilpModel:
             # HiGHS's presolve has been seen to call a feasible model with chains of
             # equalities infeasible; "infeasible" proves things, so it must be re-derived
             # without presolve before it is believed
+            left = None if time_limit is None else time_limit - elapsed
+            if left is not None and left <= 0:
+                return MilpResult("time_limit", math.inf, None, -math.inf, elapsed)
+            h.setOptionValue("time_limit", math.inf if left is None else float(left))
             h.setOptionValue("presolve", "off")
             h.run()
             h.setOptionValue("presolve", "choose")
@@ -284,6 +288,12 @@ def _affine_rows(rows: _Rows, out: np.ndarray, src: np.ndarray, M: np.ndarray, b
 
 def _flat(t: Tensor, d: int) -> np.ndarray:
     return t[d].detach().cpu().double().reshape(-1).numpy()
+
+
+def encodable(graph: Graph) -> bool:
+    """Whether :func:`encode` has an exact encoding of every node of ``graph`` (e.g. not for
+    sigmoid or tanh)."""
+    return all(isinstance(node, _ENCODABLE) for node in graph.nodes)
 
 
 def encode(

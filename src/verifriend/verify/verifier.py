@@ -13,6 +13,11 @@ region, as read from a VNN-LIB file). Stages, each stopping as soon as it decide
 5. **branch and bound**: ReLU splitting with beta-CROWN (``verify.bab``), or input
    splitting for low-dimensional inputs (<= ``input_split_dims``, e.g. ACAS Xu).
 
+One :class:`verifriend.deadline.Deadline` bounds the whole run: every stage checks it
+between iterations (CROWN between layers, the optimizers between steps, PGD between
+steps, BaB between batches) and uninterruptible solves get only the time left; a
+verdict reached after it is a timeout.
+
 Input boxes are rounded outward when cast to float32, so every float32 bound
 covers the float64 box of the spec.
 """
@@ -31,9 +36,11 @@ from verifriend.bounds.crown import crown, crown_intervals
 from verifriend.bounds.graph import Graph
 from verifriend.bounds.ibp import ibp
 from verifriend.bounds.optimize import alpha_crown
+from verifriend.deadline import Deadline, DeadlineExpired
 from verifriend.specs.spec import Spec
 from verifriend.verify.bab import BabConfig, clause_margin, relu_bab, unstable_count
 from verifriend.verify.input_split import input_bab
+from verifriend.verify.milp import encodable
 from verifriend.verify.result import Verdict
 
 F64 = torch.float64
@@ -104,11 +111,13 @@ def clause_averages(C: Tensor, d: Tensor, clause: Tensor, grid: int = 6):
     return torch.cat(rows_C), torch.cat(rows_d), torch.cat(rows_k)
 
 
-def _exact_leaf(gs: Graph, spec: Spec, lo: Tensor, hi: Tensor, clause: Tensor, cfg, check):
+def _exact_leaf(gs: Graph, spec: Spec, lo: Tensor, hi: Tensor, clause: Tensor, cfg, check,
+                deadline: Deadline):
     """Decide a fully split domain exactly (HiGHS, float64).
 
     Its region is linear, so an LP decides it, but for neurons that float32 found stable
     and float64 does not: those keep their binaries (a small MILP), so the answer is exact.
+    Each solve gets at most the time left before ``deadline``.
     """
     from verifriend.verify.milp import encode
 
@@ -119,22 +128,20 @@ def _exact_leaf(gs: Graph, spec: Spec, lo: Tensor, hi: Tensor, clause: Tensor, c
     def decide(splits, seconds=None, *, box=None):
         """``splits``: a domain of the root box; or ``box`` (lo, hi): a sub-box (input
         splitting), with ``splits`` None. ``seconds`` caps the solver time (all clauses)."""
-        stop = None if seconds is None else time.monotonic() + seconds
+        stop = deadline.at if seconds is None else min(deadline.at, time.monotonic() + seconds)
         blo, bhi = (lo64, hi64) if box is None else (box[0].to(F64), box[1].to(F64))
         hook = splits.clamp_hook(g64) if splits is not None else None
         with torch.no_grad():
-            ivs = crown_intervals(g64, blo, bhi, tighten=hook)
+            ivs = crown_intervals(g64, blo, bhi, tighten=hook, deadline=deadline)
         model = encode(g64, blo, bhi, ivs, splits, relax=False)
         eye = torch.eye(gs.num_outputs, dtype=F64)
         verdict = "unsat"
         for j in range(n_clauses):
             rows = clause == j
             # min over the region of the clause's worst row decides the clause
-            limit = cfg.exact_leaf_time
-            if stop is not None:
-                limit = min(limit, stop - time.monotonic())
-                if limit <= 0:
-                    return "unknown", None
+            limit = min(cfg.exact_leaf_time, stop - time.monotonic())
+            if limit <= 0:
+                return "unknown", None
             res = model.minimize_max(eye[rows], torch.zeros(int(rows.sum()), dtype=F64),
                                      time_limit=limit)
             if res.status == "infeasible":
@@ -191,6 +198,7 @@ def verify_spec(
     timeout: float,
     config: VerifierConfig | None = None,
     progress=None,
+    deadline: Deadline | None = None,
 ) -> Verdict:
     """Decide whether some input of some box of ``specs`` reaches the unsafe region.
 
@@ -198,41 +206,65 @@ def verify_spec(
     batch. Returns a :class:`Verdict` ("sat" with a float64-checked counterexample,
     "unsat" with every proof confirmed in float64, "timeout" or "unknown").
     ``progress(message)`` receives short status lines.
+
+    ``timeout`` seconds from the call, or the earlier ``deadline``, bound the whole run:
+    every stage checks the deadline between its iterations and gets only the time left,
+    and a verdict reached after it is reported as "timeout" (the late one is kept in
+    ``details["late"]``, never counted). ``time_s`` is the time from the call.
     """
+    start = time.monotonic()
+    deadline = Deadline.after(timeout) if deadline is None else deadline.earlier(timeout)
+    state = {"stage": "bounds", "domains": 0}
+    try:
+        verdict = _verify(graph, specs, input_shape, config or VerifierConfig(), deadline,
+                          progress or (lambda msg: None), state)
+    except DeadlineExpired:
+        verdict = Verdict("timeout", 0.0, state["stage"], state["domains"])
+    verdict.time_s = time.monotonic() - start
+    if verdict.status in ("sat", "unsat") and deadline.expired():
+        # reached, but too late: a verdict after the deadline is a timeout
+        verdict = Verdict("timeout", verdict.time_s, verdict.stage, verdict.domains,
+                          details={**verdict.details, "late": verdict.status})
+    return verdict
+
+
+def _verify(graph: Graph, specs: list[Spec], input_shape, cfg: VerifierConfig,
+            deadline: Deadline, say, state: dict) -> Verdict:
+    """The stages of :func:`verify_spec`; ``state`` tracks the stage and domains so far."""
     from verifriend.verify.attack import check_points, falsify
 
-    cfg = config or VerifierConfig()
-    start = time.monotonic()
-    deadline = start + timeout
-    say = progress or (lambda msg: None)
     g64 = graph.to(dtype=F64)
 
     def done(status, stage, domains=0, cex=None, **details):
-        return Verdict(status, time.monotonic() - start, stage, domains, cex, details)
+        return Verdict(status, 0.0, stage, domains, cex, details)
 
     # the cheap sound bounds first: a property they prove needs no attack (and its time
     # then says how easy it was, not how long the attack searched in vain)
     boxes = []
     for k, spec in enumerate(specs):
+        deadline.check()
         box = _Box.build(k, spec, graph, input_shape)
         if box is None:
             return done("unknown" if spec.n_clauses else "unsat", "spec")
         with torch.no_grad():
             b = ibp(box.gs, box.lo, box.hi)
             if not box.proved(b.lower):
-                b = crown(box.gs, box.lo, box.hi)
+                b = crown(box.gs, box.lo, box.hi, deadline=deadline)
         if box.proved(b.lower):
             with torch.no_grad():  # confirm: the same bound in float64
-                b64 = crown(box.gs.to(dtype=F64), box.lo.to(F64), box.hi.to(F64))
+                b64 = crown(box.gs.to(dtype=F64), box.lo.to(F64), box.hi.to(F64),
+                            deadline=deadline)
             if box.proved(b64.lower):
                 say(f"box {k}: proved by {b.method}")
                 continue
         boxes.append(box)
     if not boxes:
         return done("unsat", "incomplete")
-    budget = cfg.attack_share * timeout / len(boxes)
+    state["stage"] = "attack"
+    budget = cfg.attack_share * deadline.left() / len(boxes)
     for box in boxes:
-        hit = falsify(graph, box.spec, input_shape, time_budget=budget, graph64=g64)
+        hit = falsify(graph, box.spec, input_shape, time_budget=min(budget, deadline.left()),
+                      graph64=g64)
         if hit is not None:
             return done("sat", "attack", cex=hit)
     say("attack found nothing")
@@ -240,11 +272,12 @@ def verify_spec(
     for box in boxes:
         k, spec, gs, lo, hi = box.k, box.spec, box.gs, box.lo, box.hi
         clause, n_clauses, proved = box.clause, box.n_clauses, box.proved
-        if time.monotonic() > deadline:
-            return done("timeout", "crown", domains)
-        a, state = alpha_crown(gs, lo, hi, None, iterations=cfg.alpha_iterations,
-                               intermediate=cfg.alpha_intermediate)
-        a64 = confirm_bound(gs, lo, hi, None, state)  # the state's bound, in float64
+        state["stage"] = "alpha"
+        deadline.check()
+        a, opt_state = alpha_crown(gs, lo, hi, None, iterations=cfg.alpha_iterations,
+                                   intermediate=cfg.alpha_intermediate, deadline=deadline)
+        # the state's bound, in float64
+        a64 = confirm_bound(gs, lo, hi, None, opt_state, deadline=deadline)
         if proved(a64.lower):
             say(f"box {k}: proved by alpha-CROWN")
             continue
@@ -253,27 +286,33 @@ def verify_spec(
         def check(xs: Tensor, spec=spec):
             return check_points(g64, spec, xs)
 
-        leaf = _exact_leaf(gs, spec, lo, hi, clause, cfg, check)
+        # exact leaves need a MILP encoding of every layer (none for sigmoid or tanh):
+        # without it, fully split domains stay undecided
+        leaf = _exact_leaf(gs, spec, lo, hi, clause, cfg, check, deadline) if encodable(gs) else None
         neurons = sum(math.prod(gs.nodes[r].shape) for r in gs.relu_nodes())
-        if (neurons <= cfg.milp_neurons and 0 < cfg.milp_unstable
+        if (leaf is not None and neurons <= cfg.milp_neurons and 0 < cfg.milp_unstable
                 and int(unstable_count(gs, a.intervals)[0]) <= cfg.milp_unstable):
             # a small network: one MILP over the whole box (the solver shares its work
             # across activation regions) usually decides long before splitting would
-            verdict, x = leaf(None, cfg.milp_share * (deadline - time.monotonic()))
+            state["stage"] = "milp"
+            verdict, x = leaf(None, cfg.milp_share * deadline.left())
             if verdict == "sat":
                 return done("sat", "milp", domains, cex=x)
             if verdict == "unsat":
                 say(f"box {k}: proved by MILP")
                 milp_proofs += 1
                 continue
-        if spec.n_inputs <= cfg.input_split_dims:
+        state["stage"] = "bab"
+        if spec.n_inputs <= cfg.input_split_dims or not gs.relu_nodes():
+            # (without ReLUs there is nothing else to split)
             out = input_bab(gs, lo, hi, clause, deadline=deadline, check=check,
                             batch=cfg.input_batch,
-                            exact_leaf=lambda blo, bhi, sec, leaf=leaf: leaf(None, sec, box=(blo, bhi)))
+                            exact_leaf=None if leaf is None else
+                            lambda blo, bhi, sec, leaf=leaf: leaf(None, sec, box=(blo, bhi)))
         else:
             # BaB keeps CROWN's intermediate bounds and the final-layer alphas
             out = relu_bab(
-                gs, lo, hi, clause, a.lower, a.intervals, state, deadline=deadline,
+                gs, lo, hi, clause, a.lower, a.intervals, opt_state, deadline=deadline,
                 config=cfg.bab,
                 exact_leaf=leaf,
                 on_progress=lambda n, size, worst, k=k: say(
@@ -281,9 +320,10 @@ def verify_spec(
                 root_intervals64=a64.intervals,
                 attack=lambda xs, steps, spec=spec: falsify(
                     graph, spec, input_shape, candidates=xs.flatten(1), steps=steps, restarts=0,
-                    time_budget=max(0.0, min(1.0, deadline - time.monotonic())), graph64=g64),
+                    time_budget=min(1.0, deadline.left()), graph64=g64),
             )
         domains += out.domains
+        state["domains"] = domains
         if out.status == "sat":
             return done("sat", "bab", domains, cex=out.x)
         if out.status != "unsat":

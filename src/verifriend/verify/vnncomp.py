@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from verifriend.deadline import Deadline
 from verifriend.errors import UserError
 from verifriend.verify.result import STATUSES, Verdict
 
@@ -106,18 +107,33 @@ def parse_result(text: str) -> tuple[str, Tensor | None, Tensor | None]:
 
 
 def run_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float, *,
-                 verify=None, config=None) -> Verdict:
+                 verify=None, config=None, elapsed: float = 0.0) -> Verdict:
     """Load the network and the spec, verify, and return the Verdict.
 
-    ``time_s`` of the result covers everything from the call on (loading included), as
-    VNN-COMP measures it; the verifier gets what is left of ``timeout`` after loading.
-    ``verify`` defaults to :func:`verifriend.verify.verifier.verify_spec`. Raises
-    ``UserError`` for missing or malformed files, unsupported ONNX ops and a spec whose
-    input or output size differs from the network's.
+    The deadline is ``timeout`` seconds after the run started, and the run started
+    ``elapsed`` seconds before this call (a command line passes the process's age,
+    :func:`verifriend.deadline.process_elapsed`, so that interpreter start-up and imports
+    count, as VNN-COMP measures them). ``time_s`` of the result covers all of it; the
+    verifier gets what is left after loading, and a verdict reached after the deadline
+    is reported as "timeout". ``verify`` defaults to
+    :func:`verifriend.verify.verifier.verify_spec`. Raises ``UserError`` for missing or
+    malformed files, unsupported ONNX ops and a spec whose input or output size differs
+    from the network's.
     """
     start = time.perf_counter()
     if not (timeout > 0 and math.isfinite(timeout)):
         raise UserError(f"the timeout must be a positive number of seconds, got {timeout}.")
+    deadline = Deadline.after(timeout - elapsed)
+
+    def finish(verdict: Verdict) -> Verdict:
+        verdict.time_s = elapsed + time.perf_counter() - start
+        if verdict.status in ("sat", "unsat") and deadline.expired():
+            return Verdict("timeout", verdict.time_s, verdict.stage, verdict.domains,
+                           details={**verdict.details, "late": verdict.status})
+        return verdict
+
+    if deadline.expired():
+        return finish(Verdict("timeout", 0.0, stage="start"))
     from verifriend.bounds.onnx_import import load_onnx
     from verifriend.specs.vnnlib import read_vnnlib
 
@@ -133,13 +149,10 @@ def run_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float,
                             f"{onnx_path} has {n_out}.")
     if verify is None:
         from verifriend.verify.verifier import verify_spec as verify
-    left = timeout - (time.perf_counter() - start)
-    if left <= 0:
-        verdict = Verdict("timeout", 0.0, stage="load")
-    else:
-        verdict = verify(graph, specs, graph.input_shape, timeout=left, config=config)
-    verdict.time_s = time.perf_counter() - start
-    return verdict
+    if deadline.expired():
+        return finish(Verdict("timeout", 0.0, stage="load"))
+    return finish(verify(graph, specs, graph.input_shape, timeout=deadline.left(),
+                         config=config))
 
 
 @dataclass
