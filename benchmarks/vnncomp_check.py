@@ -5,14 +5,25 @@ our verdict and time against the ground truth, and a per-benchmark table beside
 alpha-beta-CROWN's 2021 figures from the same csv. A sat verdict's counterexample is
 re-checked independently with onnxruntime. Exit code 1 if any answer is wrong.
 
+Each instance runs the way a VNN-COMP harness runs it: a new `verifriend vnncomp` process
+(interpreter start-up and imports included), its verdict read back from the result file it
+wrote. The wall clock of that process against the instance's timeout is its overrun; the
+summary prints the largest one and every instance beyond the allowance max(1 s, 5 % of the
+timeout) (exit code 3 if any, when no answer is wrong). `--in-process` verifies in this
+process instead (no start-up; for debugging the verifier).
+
     python benchmarks/vnncomp_check.py --benchmarks mnistfc --limit 5 --jsonl runs/mnistfc.jsonl
+    python benchmarks/vnncomp_check.py --timeout-scale 0.1 --jsonl runs/all-0.1.jsonl
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
+import tempfile
+import time
 import traceback
 from pathlib import Path
 
@@ -69,30 +80,80 @@ def _key(inst: Instance) -> str:
     return f"{inst.benchmark}/{inst.onnx.name}/{inst.vnnlib.name}"
 
 
-def run_one(inst: Instance, timeout_scale: float) -> dict:
-    """Verify one instance in-process and classify the answer against the ground truth."""
+def allowance(timeout: float) -> float:
+    """The overrun an instance may have beyond its timeout: max(1 s, 5 % of the timeout)."""
+    return max(1.0, 0.05 * timeout)
+
+
+# a process still running this long after its timeout is killed (and counted as overrun)
+KILL_AFTER = 60.0
+
+
+def run_process(inst: Instance, timeout: float) -> tuple[dict, tuple | None]:
+    """Run `verifriend vnncomp` on ``inst`` in a new process, as a VNN-COMP harness does.
+
+    Returns the record's fields (status, wall-clock time of the whole process, overrun)
+    and the counterexample (x, y) read back from the result file, if any.
+    """
+    from verifriend.verify.vnncomp import parse_result
+
+    exe = Path(sys.executable).with_name("verifriend")
+    cmd = ([str(exe)] if exe.exists() else [sys.executable, "-m", "verifriend.cli"])
+    with tempfile.TemporaryDirectory(prefix="vnncomp-check-") as tmp:
+        out = Path(tmp) / "result.txt"
+        cmd += ["vnncomp", str(inst.onnx), str(inst.vnnlib), "--timeout", repr(timeout),
+                "--out", str(out)]
+        start = time.monotonic()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout + KILL_AFTER)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            stdout, stderr = proc.communicate()
+        wall = time.monotonic() - start
+        rec = {"time_s": wall, "overrun_s": wall - timeout, "returncode": proc.returncode}
+        if proc.returncode != 0 or not out.exists():
+            why = (stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+            rec.update(status="error", error=why)
+            return rec, None
+        status, x, y = parse_result(out.read_text())
+    rec.update(status=status, reported_s=_float((stdout.split() or ["", ""])[1]))
+    return rec, (None if x is None else (x.numpy(), None if y is None else y.numpy()))
+
+
+def run_one(inst: Instance, timeout_scale: float, in_process: bool = False) -> dict:
+    """Verify one instance and classify the answer against the ground truth."""
+    timeout = inst.timeout_s * timeout_scale
     rec = {"key": _key(inst), "benchmark": inst.benchmark, "onnx": inst.onnx.name,
-           "vnnlib": inst.vnnlib.name, "timeout_s": inst.timeout_s * timeout_scale,
+           "vnnlib": inst.vnnlib.name, "timeout_s": timeout,
            "truth": inst.verdict or "unknown",
            "abcrown2021_verdict": inst.extra.get("abcrown2021_verdict", ""),
            "abcrown2021_time_s": _float(inst.extra.get("abcrown2021_time_s"))}
-    try:
-        v = run_instance(inst.onnx, inst.vnnlib, inst.timeout_s * timeout_scale)
-        rec.update(status=v.status, time_s=v.time_s, stage=v.stage, domains=v.domains)
-    except Exception as e:  # noqa: BLE001 - one broken instance must not stop the run
-        rec.update(status="error", time_s=None, error=f"{type(e).__name__}: {e}")
-        if not isinstance(e, UserError):
-            rec["traceback"] = traceback.format_exc()
-        v = None
+    cex = None
+    if in_process:
+        try:
+            v = run_instance(inst.onnx, inst.vnnlib, timeout)
+            rec.update(status=v.status, time_s=v.time_s, stage=v.stage, domains=v.domains,
+                       overrun_s=v.time_s - timeout)
+            if v.counterexample is not None:
+                cex = tuple(np.asarray(t.detach().cpu().double()).reshape(-1)
+                            for t in v.counterexample)
+        except Exception as e:  # noqa: BLE001 - one broken instance must not stop the run
+            rec.update(status="error", time_s=None, error=f"{type(e).__name__}: {e}")
+            if not isinstance(e, UserError):
+                rec["traceback"] = traceback.format_exc()
+    else:
+        fields, cex = run_process(inst, timeout)
+        rec.update(fields)
     truth = rec["truth"]
-    if v is not None and v.status == "sat":
-        if v.counterexample is None:
+    if rec["status"] == "sat":
+        if cex is None:
             rec["cex"] = {"ok": False, "why": "sat without a counterexample"}
         else:
-            x, y = (np.asarray(t.detach().cpu().double()).reshape(-1) for t in v.counterexample)
+            x, y = cex
             rec["cex"] = check_counterexample(inst, x)
             y_ort = np.asarray(rec["cex"].pop("y_onnxruntime"))
-            if y_ort.shape == y.shape:
+            if y is not None and y_ort.shape == y.shape:
                 rec["cex"]["max_abs_y_diff"] = float(np.max(np.abs(y_ort - y), initial=0.0))
     status = rec["status"]
     if status not in DECIDED:
@@ -137,8 +198,11 @@ def _print_row(rec: dict, resumed: bool = False) -> None:
     if "error" in rec:
         extra += f"  {rec['error']}"
     tag = " (from jsonl)" if resumed else ""
-    print(f"{rec['key']:60s} {rec['status']:8s} {t:>10s}  truth {rec['truth']:7s} "
-          f"{rec['outcome']}{tag}{extra}", flush=True)
+    over = rec.get("overrun_s")
+    if over is not None and over > allowance(rec["timeout_s"]):
+        extra += f"  OVERRUN {over:.2f} s past its {rec['timeout_s']:g} s timeout"
+    print(f"{rec['key']:60s} {rec['status']:8s} {t:>10s} / {rec['timeout_s']:<6g} truth "
+          f"{rec['truth']:7s} {rec['outcome']}{tag}{extra}", flush=True)
     if rec["outcome"] == "wrong":
         print(f"!!!!! WRONG ANSWER on {rec['key']}: we said {rec['status']}, ground truth "
               f"{rec['truth']}{extra} !!!!!", file=sys.stderr, flush=True)
@@ -154,6 +218,8 @@ def summary(records: list[dict]) -> list[dict]:
     rows = []
     for name, rs in groups.items():
         times = [r["time_s"] for r in rs if r["time_s"] is not None]
+        overruns = [r for r in rs if r.get("overrun_s") is not None]
+        worst = max(overruns, key=lambda r: r["overrun_s"], default=None)
         ab = [r for r in rs if r["abcrown2021_time_s"] is not None]
         ab_times = [r["abcrown2021_time_s"] for r in ab]
         rows.append({
@@ -165,6 +231,9 @@ def summary(records: list[dict]) -> list[dict]:
                                    and r["abcrown2021_verdict"] == r["truth"] for r in rs),
             "abcrown_total_s": sum(ab_times),
             "abcrown_mean_s": sum(ab_times) / len(ab_times) if ab_times else float("nan"),
+            "max_overrun_s": worst["overrun_s"] if worst else float("nan"),
+            "max_overrun_key": worst["key"] if worst else "",
+            "over_allowance": sum(r["overrun_s"] > allowance(r["timeout_s"]) for r in overruns),
         })
     return rows
 
@@ -178,12 +247,18 @@ def print_summary(rows: list[dict]) -> None:
             ("wrong", "wrong"), ("unsolved", "unsolved"), ("errors", "errors"),
             ("unchecked", "unchecked"), ("total_s", "total s"), ("mean_s", "mean s"),
             ("abcrown_correct", "abcrown21 correct"), ("abcrown_total_s", "abcrown21 total s"),
-            ("abcrown_mean_s", "abcrown21 mean s")]
+            ("abcrown_mean_s", "abcrown21 mean s"), ("max_overrun_s", "max overrun s"),
+            ("over_allowance", "over allowance")]
     for _, label in cols:
         table.add_column(label, justify="left" if label == "benchmark" else "right")
     for r in rows:
         table.add_row(*(f"{r[k]:.1f}" if isinstance(r[k], float) else str(r[k]) for k, _ in cols))
-    Console(width=max(Console().width, 160)).print(table)
+    Console(width=max(Console().width, 190)).print(table)
+    for r in rows:
+        if r["max_overrun_key"]:
+            print(f"{r['benchmark']}: largest overrun {r['max_overrun_s']:+.2f} s "
+                  f"({r['max_overrun_key']}); {r['over_allowance']} of {r['instances']} beyond "
+                  "max(1 s, 5 % of the timeout)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -194,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout-scale", type=float, default=1.0, help="multiply each instance's timeout")
     ap.add_argument("--jsonl", type=Path, default=None,
                     help="append one JSON line per finished instance; skip instances already in it")
+    ap.add_argument("--in-process", action="store_true",
+                    help="verify in this process (no start-up counted) instead of one "
+                         "`verifriend vnncomp` process per instance")
     args = ap.parse_args(argv)
     if not args.timeout_scale > 0:
         ap.error("--timeout-scale must be positive")
@@ -220,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         if rec is not None:
             _print_row(rec, resumed=True)
         else:
-            rec = run_one(inst, args.timeout_scale)
+            rec = run_one(inst, args.timeout_scale, args.in_process)
             _print_row(rec)
             if args.jsonl:
                 with args.jsonl.open("a") as f:
@@ -232,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     if wrong:
         print(f"!!!!! {wrong} WRONG ANSWER(S) !!!!!", file=sys.stderr)
         return 1
+    if any(r.get("overrun_s") is not None and r["overrun_s"] > allowance(r["timeout_s"])
+           for r in records):
+        return 3
     return 0
 
 
