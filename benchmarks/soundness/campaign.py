@@ -132,7 +132,7 @@ def _verify_and_resolve(inst: Instance, files, ort_net: OrtNet, layers, acts, an
             out.update(resolution="WRONG: result file round trip", wrong=True,
                        detail=text[:2000])
             return out
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:  # noqa: BLE001 - a result file that cannot be written or read back is wrong
         out.update(resolution="WRONG: result file round trip", wrong=True,
                    detail=f"{type(err).__name__}: {err}")
         return out
@@ -228,22 +228,22 @@ def read_log(path: Path) -> dict[int, dict]:
     return recs
 
 
+def _counts_by(recs: list[dict], key: str) -> dict[str, Counter]:
+    """Per value of ``key``: records, verdicts, wrong ones and campaign errors."""
+    out: dict[str, Counter] = {}
+    for r in recs:
+        c = out.setdefault(r.get(key, "?"), Counter())
+        c["n"] += 1
+        c[r.get("verdict", "none")] += 1
+        c["wrong"] += bool(r.get("wrong"))
+        c["errors"] += bool(r.get("error"))
+    return out
+
+
 def summarize(recs: list[dict]) -> dict:
-    by_kind: dict[str, Counter] = {}
-    for r in recs:
-        c = by_kind.setdefault(r.get("net", "?"), Counter())
-        c["n"] += 1
-        c[r.get("verdict", "none")] += 1
-        c["wrong"] += bool(r.get("wrong"))
-        c["errors"] += bool(r.get("error"))
+    by_kind = _counts_by(recs, "net")
     resolutions = Counter(r["resolution"] for r in recs)
-    by_mode: dict[str, Counter] = {}
-    for r in recs:
-        c = by_mode.setdefault(r.get("mode", "?"), Counter())
-        c["n"] += 1
-        c[r.get("verdict", "none")] += 1
-        c["wrong"] += bool(r.get("wrong"))
-        c["errors"] += bool(r.get("error"))
+    by_mode = _counts_by(recs, "mode")
     stages = Counter(f"{r['verdict']} by {r.get('stage') or '-'}" for r in recs
                      if r.get("verdict") in ("sat", "unsat"))
     oracle = Counter(r.get("oracle", {}).get("answer", "none") for r in recs)
