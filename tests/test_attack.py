@@ -289,10 +289,11 @@ def test_falsify_starts_from_candidates_and_check_points_clamps():
     a = spec.clauses[0][0]
     g64 = float64_copy(graph)
     assert float64_copy(graph) is g64 and float64_copy(g64) is g64
-    # the threshold is met at one corner only: the candidate finds it without any search
+    # the threshold is met only near one corner: the candidate finds it without any search
+    # (a hair below the corner's value, so that float32 meets it too)
     corner = torch.where(torch.rand(3, generator=gen) < 0.5, spec.lower, spec.upper)
     value = float((g64(corner.reshape(1, 3)) @ a.T).reshape(()))
-    spec.clauses = [(a, torch.tensor([value], dtype=F64))]
+    spec.clauses = [(a, torch.tensor([value - 1e-5 * max(1.0, abs(value))], dtype=F64))]
     found = falsify(graph, spec, shape, steps=0, candidates=corner.reshape(1, 3))
     assert found is not None and torch.equal(found[0], corner)
     # a point just outside the box is clamped onto the corner before the check
@@ -350,3 +351,26 @@ def test_falsify_finds_nothing_on_mnistfc_unsat(name):
         assert falsify(graph, s, graph.input_shape, time_budget=1.0, restarts=10**6) is None
     # the budget is respected (checked between steps)
     assert time.perf_counter() - start < 1.0 * len(specs) + 1.0
+
+
+def test_check_points_needs_the_float32_network_to_violate_too():
+    """A point unsafe in float64 only by a rounding margin is no counterexample: the
+    deployed float32 network (what onnxruntime replays) does not reach the unsafe region."""
+    lin = nn.Linear(1, 1)
+    with torch.no_grad():
+        lin.weight.fill_(1.0)
+        lin.bias.fill_(2.0**-30)  # float32: 1 + 2^-30 rounds to 1; float64 keeps it
+    graph = Graph.from_module(nn.Sequential(lin).eval(), (1,))
+    g64 = float64_copy(graph)
+    x = torch.ones(1, 1, dtype=F64)
+    threshold = 1.0 + 2.0**-31  # unsafe: Y_0 >= threshold
+    spec = Spec(torch.zeros(1, dtype=F64), torch.ones(1, dtype=F64),
+                [(torch.ones(1, 1, dtype=F64), torch.tensor([threshold], dtype=F64))], 1)
+    assert float(g64(x)) >= threshold and float(graph(x.float())) < threshold
+    assert check_points(g64, spec, x) is not None  # float64 alone is fooled
+    assert check_points(g64, spec, x, graph) is None
+    # with a real margin both precisions agree and the point is kept
+    spec.clauses = [(torch.ones(1, 1, dtype=F64), torch.tensor([1.0 - 1e-3], dtype=F64))]
+    found = check_points(g64, spec, x, graph)
+    assert found is not None and float(found[0]) == 1.0
+    assert falsify(graph, spec, (1,), time_budget=1.0) is not None

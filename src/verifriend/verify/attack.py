@@ -62,12 +62,16 @@ def float64_copy(graph: Graph) -> Graph:
     return g64
 
 
-def check_points(graph64: Graph, spec: Spec, xs: Tensor) -> tuple[Tensor, Tensor] | None:
+def check_points(graph64: Graph, spec: Spec, xs: Tensor,
+                 graph32: Graph | None = None) -> tuple[Tensor, Tensor] | None:
     """The first of the points ``xs`` (K, ...) that violates ``spec`` in float64, or None.
 
     The points are flattened to (K, n_in) and clamped into the box first (so a point a
-    solver left a rounding error outside the box still counts as inside). Returns
-    ``(x, y)``: the flat float64 input (n_in,) and its float64 output (n_out,), on the CPU.
+    solver left a rounding error outside the box still counts as inside). With ``graph32``
+    (the float32 network) a point must also violate the spec in float32, as the deployed
+    network (onnxruntime) computes it: a point that is unsafe in float64 only by a rounding
+    margin is not a counterexample a user can replay. Returns ``(x, y)``: the flat float64
+    input (n_in,) and its float64 output (n_out,), on the CPU.
     """
     if xs.numel() == 0:
         return None
@@ -78,14 +82,23 @@ def check_points(graph64: Graph, spec: Spec, xs: Tensor) -> tuple[Tensor, Tensor
     x = torch.minimum(torch.maximum(x, spec.lower.to(device)), spec.upper.to(device))
     with torch.no_grad():
         y = graph64(x.reshape(x.shape[0], *graph64.input_shape)).reshape(x.shape[0], -1)
+    if graph32 is not None and graph32.dtype == torch.float64:
+        graph32 = None  # a float64 working network: float64 is what a user replays
     for i in spec.violated_mask(y).nonzero().flatten().tolist():
         # re-run the point alone: a batched product may round differently from the
         # single-sample forward a user will replay, and a point on the boundary can flip
         xi = x[i : i + 1]
         with torch.no_grad():
             yi = graph64(xi.reshape(1, *graph64.input_shape)).reshape(-1)
-        if spec.is_violated(yi):
-            return xi[0].cpu(), yi.to("cpu", F64)
+            if not spec.is_violated(yi):
+                continue
+            if graph32 is not None:
+                dev32 = graph32.device or torch.device("cpu")
+                x32 = xi.to(device=dev32, dtype=torch.float32)
+                y32 = graph32(x32.reshape(1, *graph32.input_shape)).reshape(-1)
+                if not spec.is_violated(y32.to("cpu", F64)):
+                    continue
+        return xi[0].cpu(), yi.to("cpu", F64)
     return None
 
 
@@ -133,7 +146,7 @@ def falsify(
     if candidates is not None and candidates.numel():
         first.insert(0, candidates.detach().to("cpu", F64).reshape(-1, n_in))
     first = torch.cat(first)
-    found = check_points(g64, spec, first)
+    found = check_points(g64, spec, first, graph)
     if found is not None or steps == 0:
         return found
 
@@ -241,7 +254,7 @@ def _pgd(graph, g64, spec, x, target, leak, A, b, clause, lo, hi, width, steps, 
                 (g,) = torch.autograd.grad(loss.sum(), x)
         if bool(hits.any()):
             # confirm in float64 only the points the working precision flags
-            found = check_points(g64, spec, x.detach()[hits])
+            found = check_points(g64, spec, x.detach()[hits], graph)
             if found is not None:
                 return found
         if not need_grad:

@@ -284,7 +284,7 @@ def _verify(graph: Graph, specs: list[Spec], input_shape, cfg: VerifierConfig,
         say(f"box {k}: alpha-CROWN margin {float(clause_margin(a.lower, clause, n_clauses)):.4g}")
 
         def check(xs: Tensor, spec=spec):
-            return check_points(g64, spec, xs)
+            return check_points(g64, spec, xs, graph)
 
         # exact leaves need a MILP encoding of every layer (none for sigmoid or tanh):
         # without it, fully split domains stay undecided
