@@ -41,8 +41,9 @@ from dataclasses import dataclass
 
 import torch
 
-from verifriend.bounds import Graph, compute_bounds, robustness_spec
+from verifriend.bounds import compute_bounds, robustness_spec
 from verifriend.bounds.crown import crown_intervals, spec_crown
+from verifriend.bounds.frontends.torch import from_module
 from verifriend.data import load_dataset
 from verifriend.errors import UserError
 from verifriend.models import Normalize, build_model, load_model
@@ -195,7 +196,7 @@ def lirpa_model(case: Case) -> torch.nn.Sequential:
 def _alpha_crown_fn():
     """verifriend's alpha-CROWN entry point, or None while it does not exist."""
     try:
-        return importlib.import_module("verifriend.bounds.optimize").alpha_crown
+        return importlib.import_module("verifriend.bounds.alpha_crown").alpha_crown
     except (ImportError, AttributeError):
         return None
 
@@ -227,10 +228,10 @@ def _autolirpa():
 
 def run_lp_reference(case: Case, args):
     """Yield rows comparing our CROWN / alpha-CROWN with the triangle-relaxation LP (HiGHS)."""
-    from verifriend.bounds.optimize import alpha_crown
+    from verifriend.bounds.alpha_crown import alpha_crown
     from verifriend.verify.milp import milp_bounds
 
-    graph = Graph.from_module(case.model, tuple(case.x.shape[1:]))
+    graph = from_module(case.model, tuple(case.x.shape[1:]))
     lo, hi, C = case.x_lower, case.x_upper, case.C
     reached = attack_minima(case)
     lp, t_lp = timed(lambda: milp_bounds(graph, lo, hi, C, relax=True).float(), 1, args.device)
@@ -273,7 +274,7 @@ def attack_minima(case: Case, steps: int = 20, corners: int = 16) -> torch.Tenso
 
 def run_case(case: Case, lirpa, args):
     """Yield the table rows of one network as they are measured."""
-    graph = Graph.from_module(case.model, tuple(case.x.shape[1:]))
+    graph = from_module(case.model, tuple(case.x.shape[1:]))
     lo, hi, C = case.x_lower, case.x_upper, case.C
     ptb = lirpa.perturbations.PerturbationLpNorm(x_L=lo, x_U=hi)
     bx = lirpa.BoundedTensor(case.x, ptb)

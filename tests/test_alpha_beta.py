@@ -12,8 +12,10 @@ from test_bounds import sample_box
 from torch import nn
 
 from verifriend.bounds import Graph, crown, ibp, linf_box
+from verifriend.bounds.alpha_crown import alpha_crown
+from verifriend.bounds.beta_crown import beta_crown
 from verifriend.bounds.confirm import confirm_bound, proof_holds
-from verifriend.bounds.optimize import alpha_crown, beta_crown
+from verifriend.bounds.frontends.torch import from_module
 from verifriend.bounds.splits import Splits
 from verifriend.errors import UserError
 
@@ -42,7 +44,7 @@ def conv_net(seed: int) -> nn.Module:
 
 def problem(net: nn.Module, shape, D: int, m: int, eps: float, seed: int):
     gen = torch.Generator().manual_seed(seed)
-    g = Graph.from_module(net, shape)
+    g = from_module(net, shape)
     x = torch.randn(D, *shape, generator=gen)
     lo, hi = linf_box(x, eps, -10.0, 10.0)
     C = torch.randn(D, m, g.num_outputs, generator=gen)
@@ -213,7 +215,7 @@ def test_infeasible_split_reported():
 
 
 def test_splits_helpers_and_errors():
-    g = Graph.from_module(fc_net(0), (6,))
+    g = from_module(fc_net(0), (6,))
     s = Splits.empty(g, 3)
     assert len(s) == 3 and s.count().tolist() == [0, 0, 0]
     r = g.relu_nodes()[1]
@@ -270,7 +272,7 @@ def region_lp(
 
 def test_beta_all_split_equals_region_lp():
     net = fc_net(21, widths=(4, 12, 12, 3)).double()
-    g = Graph.from_module(net, (4,))
+    g = from_module(net, (4,))
     gen = torch.Generator().manual_seed(22)
     D = 3
     x = torch.randn(D, 4, generator=gen, dtype=torch.float64)
@@ -376,10 +378,10 @@ def test_warm_start_reproduces_parent_and_helps_children():
 def test_patch_and_dense_intermediate_rows_agree():
     """Patch-mode rows with window-shaped slopes compute the same bounds as dense rows,
     and at CROWN's slopes the re-bounded intermediates reproduce CROWN's."""
-    from verifriend.bounds import optimize as opt
+    from verifriend.bounds import optimizer as opt
 
     g, _, lo, hi, C = problem(conv_net(51), (1, 8, 8), 3, 2, 0.2, 52)
-    p = opt._prepare(g, lo, hi, C, None, False, 10**8)
+    p = opt.prepare_problem(g, lo, hi, C, None, False, 10**8)
     rows = opt._plan_rows(g, p.intervals)
     assert any(rw.groups is not None for rw in rows.values())
     gen = torch.Generator().manual_seed(53)

@@ -13,6 +13,7 @@ from torch import nn
 
 from verifriend.attack import margin_loss, pgd_accuracy, pgd_attack
 from verifriend.bounds import Graph
+from verifriend.bounds.frontends.torch import from_module
 from verifriend.errors import UserError
 from verifriend.specs.spec import Spec
 from verifriend.verify.attack import check_points, falsify, float64_copy, spec_loss
@@ -223,7 +224,7 @@ def _tiny_graph(seed: int, conv: bool) -> tuple[Graph, tuple[int, ...]]:
         net = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(),
                             nn.Linear(8, 4))
         shape = (3,)
-    return Graph.from_module(net.eval(), shape), shape
+    return from_module(net.eval(), shape), shape
 
 
 def _exact_max(graph: Graph, shape, lower: torch.Tensor, upper: torch.Tensor,
@@ -316,7 +317,7 @@ def _mnistfc() -> Path:
 
 
 def _instance(name: str):
-    from verifriend.bounds.onnx_import import load_onnx
+    from verifriend.bounds.frontends.onnx import load_onnx
     from verifriend.specs.vnnlib import read_vnnlib
 
     root = _mnistfc()
@@ -360,7 +361,7 @@ def test_check_points_needs_the_float32_network_to_violate_too():
     with torch.no_grad():
         lin.weight.fill_(1.0)
         lin.bias.fill_(2.0**-30)  # float32: 1 + 2^-30 rounds to 1; float64 keeps it
-    graph = Graph.from_module(nn.Sequential(lin).eval(), (1,))
+    graph = from_module(nn.Sequential(lin).eval(), (1,))
     g64 = float64_copy(graph)
     x = torch.ones(1, 1, dtype=F64)
     threshold = 1.0 + 2.0**-31  # unsafe: Y_0 >= threshold

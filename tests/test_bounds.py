@@ -10,19 +10,19 @@ from test_graph import networks, random_bn
 from torch import nn
 
 from verifriend.bounds import (
-    Graph,
     compute_bounds,
     crown,
     crown_intervals,
     ibp,
     linf_box,
-    relu_relaxation,
     robustness_spec,
     spec_crown,
     stable_mask,
     stable_ratio,
     unstable_counts,
 )
+from verifriend.bounds.frontends.torch import from_module
+from verifriend.bounds.ops import relu_relaxation
 from verifriend.errors import UserError
 from verifriend.models.layers import Normalize, Residual
 
@@ -49,7 +49,7 @@ def assert_contains(lower, upper, values, tol):
 def check_sound(net: nn.Module, shape, eps: float, seed: int, dtype, tol: float, n: int):
     """Sample n inputs per box and check IBP/CROWN final and pre-ReLU bounds contain them."""
     net = net.to(dtype)
-    graph = Graph.from_module(net, shape)
+    graph = from_module(net, shape)
     gen = torch.Generator().manual_seed(seed)
     B, m = 2, 3
     lo, hi = linf_box(torch.rand(B, *shape, generator=gen, dtype=dtype), eps)
@@ -120,7 +120,7 @@ def test_sound_on_maxpool_residual_network_with_10000_samples():
 
 def test_chunking_and_row_selection_do_not_change_results():
     net = maxpool_residual_net().double()
-    graph = Graph.from_module(net, (2, 8, 8))
+    graph = from_module(net, (2, 8, 8))
     x = torch.rand(5, 2, 8, 8, dtype=F64, generator=torch.Generator().manual_seed(1))
     lo, hi = linf_box(x, 0.05)
     C = robustness_spec(torch.tensor([0, 1, 2, 3, 0]), 4, dtype=F64)
@@ -142,7 +142,7 @@ def test_chunking_and_row_selection_do_not_change_results():
 )
 def test_patch_mode_equals_dense_back_substitution(case, seed):
     net, shape = case
-    graph = Graph.from_module(net.double(), shape)
+    graph = from_module(net.double(), shape)
     gen = torch.Generator().manual_seed(seed)
     lo, hi = linf_box(torch.rand(3, *shape, generator=gen, dtype=F64), 0.1)
     a = crown(graph, lo, hi)
@@ -163,7 +163,7 @@ def test_patch_mode_on_strided_padded_conv_chain():
         nn.Conv2d(4, 3, 3, 1, 2, dilation=2), nn.ReLU(),
         nn.Flatten(), nn.Linear(3 * 6 * 6, 3),
     ).eval().double()  # fmt: skip
-    graph = Graph.from_module(net, (1, 12, 12))
+    graph = from_module(net, (1, 12, 12))
     lo, hi = linf_box(torch.rand(4, 1, 12, 12, dtype=F64), 0.05)
     a = crown(graph, lo, hi)
     b = crown(graph, lo, hi, use_patches=False)
@@ -211,7 +211,7 @@ def test_crown_and_ibp_exact_on_affine_network():
         nn.Linear(6, 4),
     )
     net = net.eval().double()
-    graph = Graph.from_module(net, (2, 7, 7))
+    graph = from_module(net, (2, 7, 7))
     x = torch.rand(3, 2, 7, 7, dtype=F64, generator=gen)
     lo, hi = linf_box(x, 0.1)
     C = torch.randn(3, 5, 4, dtype=F64, generator=gen)
@@ -224,7 +224,7 @@ def test_crown_and_ibp_exact_on_affine_network():
 def test_crown_exact_when_all_neurons_are_stable():
     gen = torch.Generator().manual_seed(5)
     net = maxpool_residual_net().double()
-    graph = Graph.from_module(net, (2, 8, 8))
+    graph = from_module(net, (2, 8, 8))
     x = torch.rand(2, 2, 8, 8, dtype=F64, generator=gen)
     lo, hi = x - 1e-6, x + 1e-6
     C = torch.randn(2, 3, 4, dtype=F64, generator=gen)
@@ -241,7 +241,7 @@ def test_crown_on_2d_relu_network_is_below_grid_minimum():
     net = nn.Sequential(
         nn.Linear(2, 12), nn.ReLU(), nn.Linear(12, 12), nn.ReLU(), nn.Linear(12, 1)
     ).double()
-    graph = Graph.from_module(net, (2,))
+    graph = from_module(net, (2,))
     lo = torch.tensor([[-1.0, -0.5]], dtype=F64)
     hi = torch.tensor([[0.5, 1.0]], dtype=F64)
     t = torch.linspace(0, 1, 401, dtype=F64)
@@ -281,7 +281,7 @@ def test_hand_computed_crown_and_ibp_values():
     IBP: x7 in [0, 4], x9 in [0, 4], x10 in [0, 2]; elided rows: x9 + 1 in [1, 5],
          x11 in [1, 7], x12 in [0, 2].
     """
-    graph = Graph.from_module(deeppoly_example(), (2,))
+    graph = from_module(deeppoly_example(), (2,))
     lo, hi = -torch.ones(1, 2), torch.ones(1, 2)
     C = torch.tensor([[[1.0, -1.0], [1.0, 0.0], [0.0, 1.0]]])
     cr = crown(graph, lo, hi, C)
@@ -331,7 +331,7 @@ def test_adaptive_lower_slope_in_crown(box):
         net[0].bias.copy_(torch.tensor([0.0, 10.0]))
         net[2].weight.copy_(torch.tensor([[1.0, -0.5]]))
         net[2].bias.fill_(5.0)
-    graph = Graph.from_module(net, (1,))
+    graph = from_module(net, (1,))
     lo, hi = torch.tensor([[box[0]]]), torch.tensor([[box[1]]])
     raw_lo, raw_hi = spec_crown(graph, crown_intervals(graph, lo, hi), torch.ones(1, 1, 1))
     assert float(raw_lo) == pytest.approx(-0.5, abs=1e-6)
@@ -345,7 +345,7 @@ def test_crown_tighter_than_ibp_on_random_fc_network():
     net = nn.Sequential(
         nn.Linear(20, 50), nn.ReLU(), nn.Linear(50, 50), nn.ReLU(), nn.Linear(50, 5)
     )
-    graph = Graph.from_module(net, (20,))
+    graph = from_module(net, (20,))
     lo, hi = linf_box(torch.rand(30, 20), 0.05)
     cr, ib = crown(graph, lo, hi), ibp(graph, lo, hi)
     w_cr, w_ib = (cr.upper - cr.lower).mean(), (ib.upper - ib.lower).mean()
@@ -358,7 +358,7 @@ def test_crown_tighter_than_ibp_on_random_fc_network():
 
 def test_bounds_are_differentiable_for_training():
     net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
-    graph = Graph.from_module(net, (4,), detach=False)
+    graph = from_module(net, (4,), detach=False)
     lo, hi = linf_box(torch.rand(5, 4), 0.1)
     for method in ("ibp", "crown"):
         net.zero_grad()
@@ -370,7 +370,7 @@ def test_bounds_are_differentiable_for_training():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu():
     net = maxpool_residual_net()
-    graph = Graph.from_module(net, (2, 8, 8))
+    graph = from_module(net, (2, 8, 8))
     lo, hi = linf_box(torch.rand(4, 2, 8, 8), 0.03)
     ref = crown(graph, lo, hi)
     got = crown(graph.to("cuda"), lo.cuda(), hi.cuda())
@@ -383,12 +383,12 @@ def test_cuda_matches_cpu():
 
 def test_compute_bounds_dispatch_and_errors():
     net = deeppoly_example()
-    graph = Graph.from_module(net, (2,))
+    graph = from_module(net, (2,))
     lo, hi = -torch.ones(1, 2), torch.ones(1, 2)
     assert compute_bounds(graph, lo, hi, method="ibp").method == "ibp"
-    from_module = compute_bounds(net, lo, hi)  # a module is converted on the fly
-    assert from_module.method == "crown"
-    assert torch.allclose(from_module.upper, crown(graph, lo, hi).upper)
+    converted = compute_bounds(net, lo, hi)  # a module is converted on the fly
+    assert converted.method == "crown"
+    assert torch.allclose(converted.upper, crown(graph, lo, hi).upper)
     with pytest.raises(UserError, match="unknown bound method"):
         compute_bounds(graph, lo, hi, method="lp")
     with pytest.raises(UserError, match="exceed"):

@@ -16,9 +16,11 @@ import pytest
 import torch
 from torch import nn
 
+from verifriend.bounds.alpha_crown import alpha_crown
+from verifriend.bounds.beta_crown import beta_crown
 from verifriend.bounds.crown import crown
+from verifriend.bounds.frontends.torch import from_module
 from verifriend.bounds.graph import Graph
-from verifriend.bounds.optimize import alpha_crown, beta_crown
 from verifriend.bounds.splits import Splits
 from verifriend.deadline import Deadline, DeadlineExpired, process_elapsed
 from verifriend.specs.spec import Spec
@@ -35,7 +37,7 @@ SOUNDNESS_DATA = Path(__file__).parent / "data" / "soundness"
 def small_graph(seed: int = 0, n_in: int = 4, act=nn.ReLU) -> Graph:
     torch.manual_seed(seed)
     net = nn.Sequential(nn.Linear(n_in, 12), act(), nn.Linear(12, 12), act(), nn.Linear(12, 3))
-    return Graph.from_module(net.eval(), (n_in,))
+    return from_module(net.eval(), (n_in,))
 
 
 def spec_of(graph: Graph, eps: float, seed: int = 0) -> Spec:
@@ -181,12 +183,12 @@ def test_the_optimizer_backward_pass_stops_at_the_deadline():
     """alpha-CROWN's backward pass through the intermediate rows (the longest step on a loaded
     machine) checks the deadline between layers: a deadline passing after the forward pass
     stops the backward pass."""
-    from verifriend.bounds import optimize
+    from verifriend.bounds import optimizer as optimize
 
     g = small_graph()
     lo, hi = outward_box(spec_of(g, 1.0), (4,))
     switch = _Switch()
-    p = optimize._prepare(g, lo, hi, None, None, False, 10**8)
+    p = optimize.prepare_problem(g, lo, hi, None, None, False, 10**8)
     p.inner_rows = optimize._plan_rows(g, p.intervals)
     assert p.inner_rows  # there are unstable intermediate neurons with their own alphas
     p.deadline = switch
@@ -194,7 +196,7 @@ def test_the_optimizer_backward_pass_stops_at_the_deadline():
     for d in (alphas, *inner.values()):
         for a in d.values():
             a.requires_grad_(True)
-    loss = -optimize._lower(g, p, alphas, betas, inner).sum()
+    loss = -optimize.problem_lower(g, p, alphas, betas, inner).sum()
     switch.passed = True
     with pytest.raises(DeadlineExpired):
         loss.backward()

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from verifriend.bounds import AddNode, AffineNode, Graph, ReLUNode
+from verifriend.bounds.frontends.torch import from_module
+from verifriend.bounds.ops import AddNode, AffineNode, ReLUNode
 from verifriend.errors import UnsupportedLayerError, UserError
 from verifriend.models.layers import Normalize, Residual
 
@@ -95,7 +96,7 @@ def networks(draw, max_conv_layers: int = 4, max_fc_layers: int = 3, kinds=ALL_K
 @given(networks())
 def test_forward_matches_module(case):
     net, shape = case
-    graph = Graph.from_module(net, shape)
+    graph = from_module(net, shape)
     x = torch.rand(16, *shape)
     with torch.no_grad():
         want = net(x)
@@ -118,7 +119,7 @@ def test_residual_becomes_add_and_nested_sequential_flattens():
         nn.Identity(),
         nn.Linear(2 * 5 * 5, 3),
     )
-    graph = Graph.from_module(net, (1, 5, 5))
+    graph = from_module(net, (1, 5, 5))
     kinds = [type(n).__name__ for n in graph.nodes]
     assert kinds == [
         "InputNode", "Conv2dNode", "ReLUNode", "Conv2dNode", "AddNode",
@@ -138,7 +139,7 @@ def test_batchnorm_uses_running_stats_even_in_train_mode():
     gen = torch.Generator().manual_seed(0)
     bn = random_bn(nn.BatchNorm2d, 3, gen)
     net = nn.Sequential(bn).train()
-    graph = Graph.from_module(net, (3, 4, 4))
+    graph = from_module(net, (3, 4, 4))
     assert isinstance(graph.nodes[1], AffineNode)
     x = torch.rand(8, 3, 4, 4)
     assert torch.allclose(graph(x), net.eval()(x), atol=1e-6)
@@ -146,12 +147,12 @@ def test_batchnorm_uses_running_stats_even_in_train_mode():
 
 def test_graph_is_a_detached_snapshot():
     net = nn.Sequential(nn.Linear(3, 2))
-    graph = Graph.from_module(net, (3,))
+    graph = from_module(net, (3,))
     assert not graph.nodes[1].weight.requires_grad
     with torch.no_grad():
         net[0].weight.add_(1.0)
     assert not torch.allclose(graph.nodes[1].weight, net[0].weight)
-    live = Graph.from_module(net, (3,), detach=False)
+    live = from_module(net, (3,), detach=False)
     live(torch.rand(2, 3)).sum().backward()
     assert net[0].weight.grad is not None
 
@@ -162,7 +163,7 @@ def test_to_float64_matches_double_module():
         Normalize([0.5], [0.25]), nn.Conv2d(1, 4, 3, 2, 1), nn.ReLU(), nn.MaxPool2d(2),
         nn.Flatten(), nn.Linear(16, 5),
     )  # fmt: skip
-    graph = Graph.from_module(net, (1, 8, 8)).to(dtype=torch.float64)
+    graph = from_module(net, (1, 8, 8)).to(dtype=torch.float64)
     assert graph.dtype == torch.float64
     x = torch.rand(3, 1, 8, 8, dtype=torch.float64)
     assert torch.allclose(graph(x), net.double()(x), atol=1e-12)
@@ -181,18 +182,18 @@ def test_to_float64_matches_double_module():
 )
 def test_unsupported_layers_are_named(net, shape, fragment):
     with pytest.raises(UnsupportedLayerError) as err:
-        Graph.from_module(net, shape)
+        from_module(net, shape)
     assert fragment in str(err.value)
     assert "not supported" in str(err.value)
 
 
 def test_sigmoid_and_tanh_modules_convert():
-    from verifriend.bounds.activations import SigmoidNode, TanhNode
     from verifriend.bounds.crown import crown
+    from verifriend.bounds.ops.s_shaped import SigmoidNode, TanhNode
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(3, 6), nn.Sigmoid(), nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 2))
-    graph = Graph.from_module(net, (3,))
+    graph = from_module(net, (3,))
     kinds = [type(n) for n in graph.nodes]
     assert SigmoidNode in kinds and TanhNode in kinds
     x = torch.rand(4, 3)
@@ -205,10 +206,10 @@ def test_sigmoid_and_tanh_modules_convert():
 
 def test_shape_mistakes_are_user_errors():
     with pytest.raises(UserError, match="Linear"):
-        Graph.from_module(nn.Sequential(nn.Linear(4, 2)), (1, 2, 2))  # needs a Flatten
+        from_module(nn.Sequential(nn.Linear(4, 2)), (1, 2, 2))  # needs a Flatten
     with pytest.raises(UserError):
-        Graph.from_module(nn.Sequential(nn.Conv2d(3, 2, 3)), (1, 5, 5))
-    graph = Graph.from_module(nn.Sequential(nn.ReLU()), (3,))
+        from_module(nn.Sequential(nn.Conv2d(3, 2, 3)), (1, 5, 5))
+    graph = from_module(nn.Sequential(nn.ReLU()), (3,))
     assert isinstance(graph.nodes[-1], ReLUNode)
     with pytest.raises(UserError):
         graph.forward(torch.zeros(2, 4))

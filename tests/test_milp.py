@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 from verifriend.bounds import Graph, crown, linf_box
-from verifriend.bounds.optimize import alpha_crown
+from verifriend.bounds.alpha_crown import alpha_crown
+from verifriend.bounds.frontends.torch import from_module
 from verifriend.bounds.splits import Splits
 from verifriend.errors import UnsupportedLayerError, UserError
 from verifriend.models.layers import Residual
@@ -86,7 +87,7 @@ def enumerate_min(g: Graph, lo, hi, c, fixed: dict | None = None) -> float:
 
 
 def problem(seed: int, widths, eps: float):
-    g = Graph.from_module(tiny_net(seed, widths), (widths[0],))
+    g = from_module(tiny_net(seed, widths), (widths[0],))
     gen = torch.Generator().manual_seed(seed + 1)
     x = torch.randn(1, widths[0], generator=gen, dtype=torch.float64)
     lo, hi = linf_box(x, eps, -10.0, 10.0)
@@ -195,7 +196,7 @@ def test_conv_net_between_crown_and_sampling():
         nn.Flatten(),
         nn.Linear(27, 3),
     ).double()
-    g = Graph.from_module(net, (1, 5, 5))
+    g = from_module(net, (1, 5, 5))
     x = torch.rand(1, 1, 5, 5, dtype=torch.float64)
     lo, hi = linf_box(x, 0.3)
     C = torch.randn(1, 2, 3, dtype=torch.float64)
@@ -230,7 +231,7 @@ def test_affine_avgpool_residual_nodes_attain_their_value():
         .double()
         .eval()
     )
-    g = Graph.from_module(net, (1, 4, 4))
+    g = from_module(net, (1, 4, 4))
     x = torch.rand(1, 1, 4, 4, dtype=torch.float64)
     lo, hi = linf_box(x, 0.2)
     C = torch.tensor([[[1.0, -1.0], [-1.0, 1.0]]], dtype=torch.float64)
@@ -254,7 +255,7 @@ def test_maxpool_between_crown_and_sampling(relax):
         nn.Flatten(),
         nn.Linear(8, 2),
     ).double()
-    g = Graph.from_module(net, (1, 4, 4))
+    g = from_module(net, (1, 4, 4))
     x = torch.rand(1, 1, 4, 4, dtype=torch.float64)
     lo, hi = linf_box(x, 0.15)
     C = torch.tensor([[[1.0, -1.0], [-1.0, 1.0]]], dtype=torch.float64)
@@ -303,7 +304,7 @@ def test_infeasible_splits():
     with torch.no_grad():
         net[0].weight.copy_(torch.tensor([[1.0, 1.0], [-1.0, -1.0]]))
         net[0].bias.copy_(torch.tensor([0.0, -1.0]))
-    g = Graph.from_module(net, (2,))
+    g = from_module(net, (2,))
     lo, hi = torch.full((1, 2), -1.0, dtype=torch.float64), torch.ones(1, 2, dtype=torch.float64)
     r = g.relu_nodes()[0]
     both = Splits({r: torch.tensor([[1, 1]], dtype=torch.int8)})
@@ -327,7 +328,7 @@ def test_infeasible_splits():
 def test_time_limit_reports_a_valid_bound():
     torch.manual_seed(11)
     net = tiny_net(11, (10, 60, 60, 60, 5))
-    g = Graph.from_module(net, (10,))
+    g = from_module(net, (10,))
     lo, hi = linf_box(torch.zeros(1, 10, dtype=torch.float64), 1.0, -10, 10)
     c = torch.randn(5, dtype=torch.float64)
     b = crown(g, lo, hi, c.view(1, 1, -1))
@@ -350,7 +351,7 @@ def test_errors():
         encode(g, lo, hi, b.intervals).minimize(torch.ones(3))
     with pytest.raises(UserError, match="intervals hold"):
         encode(g, lo, hi, b.intervals[:-1])
-    gs = Graph.from_module(nn.Sequential(nn.Linear(2, 2), nn.Sigmoid()).double(), (2,))
+    gs = from_module(nn.Sequential(nn.Linear(2, 2), nn.Sigmoid()).double(), (2,))
     lo2, hi2 = torch.zeros(1, 2, dtype=torch.float64), torch.ones(1, 2, dtype=torch.float64)
     with pytest.raises(UnsupportedLayerError, match="no MILP encoding"):
         milp_bounds(gs, lo2, hi2, None)

@@ -23,8 +23,8 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from verifriend.bounds import compute_bounds
-from verifriend.bounds.activations import SigmoidNode, TanhNode, s_shape_relaxation
-from verifriend.bounds.onnx_import import import_model, load_onnx
+from verifriend.bounds.frontends.onnx import import_model, load_onnx
+from verifriend.bounds.ops.s_shaped import SigmoidNode, TanhNode, s_shape_relaxation
 from verifriend.errors import UnsupportedLayerError, UserError
 from verifriend.models import build_model, export_onnx, list_architectures
 

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from verifriend.bounds.frontends.torch import from_module
 from verifriend.bounds.graph import Graph
 from verifriend.deadline import Deadline
 from verifriend.specs.spec import Spec
@@ -91,7 +92,7 @@ _decided: list[tuple[str, str]] = []  # (status, stage)
 )
 def _verdict_matches_milp(seed, n_in, hidden, n_out, eps, kind, n_clauses, rows, splitter):
     net = small_net(seed, n_in, tuple(hidden), n_out)
-    graph = Graph.from_module(net, (n_in,))
+    graph = from_module(net, (n_in,))
     rng = torch.Generator().manual_seed(seed)
     x = torch.rand(n_in, generator=rng)
     scale = float("inf")
@@ -168,15 +169,15 @@ def test_outward_box_contains_the_float64_box():
 def test_branch_and_bound_alone_matches_milp(seed, n_in, hidden, branching, splitter):
     """Branch and bound started right after CROWN (no attack, no alpha stage) on boxes wide
     enough that CROWN cannot decide: its answer equals the MILP's."""
+    from verifriend.bounds.alpha_crown import alpha_crown
     from verifriend.bounds.crown import crown
-    from verifriend.bounds.optimize import alpha_crown
     from verifriend.verify.attack import check_points, falsify
     from verifriend.verify.bab import relu_bab
     from verifriend.verify.input_split import input_bab
     from verifriend.verify.verifier import _exact_leaf
 
     net = small_net(seed, n_in, tuple(hidden), 3)
-    graph = Graph.from_module(net, (n_in,))
+    graph = from_module(net, (n_in,))
     x = torch.rand(n_in, generator=torch.Generator().manual_seed(seed))
     label = int(net(x.unsqueeze(0)).argmax())
     spec = Spec.linf_robustness(x, label, 1.0, 3, lo=-10.0, hi=10.0)
@@ -220,7 +221,7 @@ def test_small_network_goes_to_the_whole_box_milp():
     """A clear property (margin 5% of the output range) on a 29-ReLU network that ReLU
     splitting alone leaves open for more than 30 s: the MILP stage decides it."""
     net = small_net(1276, 5, (12, 9, 8), 3)
-    graph = Graph.from_module(net, (5,))
+    graph = from_module(net, (5,))
     x = torch.rand(5, generator=torch.Generator().manual_seed(1276))
     label = int(net(x.unsqueeze(0)).argmax())
     spec = Spec.linf_robustness(x, label, 1.0, 3, lo=-10.0, hi=10.0)

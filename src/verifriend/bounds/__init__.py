@@ -2,37 +2,29 @@
 
 Typical use::
 
-    graph = Graph.from_module(model, (1, 28, 28))
+    graph = from_module(model, (1, 28, 28))
     lo, hi = linf_box(x, eps)
     b = compute_bounds(graph, lo, hi, robustness_spec(y, 10), method="crown")
     proved = (b.lower > 0).all(1)
+
+Layout: :mod:`~verifriend.bounds.graph` (the IR), :mod:`~verifriend.bounds.ops` (one module
+per operator), :mod:`~verifriend.bounds.frontends` (torch, ONNX), one module per algorithm
+(:mod:`~verifriend.bounds.ibp`, :mod:`~verifriend.bounds.crown`,
+:mod:`~verifriend.bounds.alpha_crown`, :mod:`~verifriend.bounds.beta_crown`), the registry
+:mod:`~verifriend.bounds.methods`, and :mod:`~verifriend.bounds.confirm` (float64).
 """
 
+from verifriend.bounds.alpha_crown import alpha_crown
+from verifriend.bounds.beta_crown import beta_crown
 from verifriend.bounds.confirm import confirm_bound, proof_holds
-from verifriend.bounds.crown import (
-    compute_bounds,
-    crown,
-    crown_intervals,
-    refinement_plan,
-    spec_crown,
-)
-from verifriend.bounds.graph import (
-    AddNode,
-    AffineNode,
-    AvgPoolNode,
-    Conv2dNode,
-    FlattenNode,
-    Graph,
-    InputNode,
-    LinearNode,
-    MaxPoolNode,
-    Node,
-    ReLUNode,
-)
+from verifriend.bounds.crown import crown, crown_intervals, refinement_plan, spec_crown
+from verifriend.bounds.frontends.onnx import OnnxGraph, load_onnx
+from verifriend.bounds.frontends.torch import from_module
+from verifriend.bounds.graph import Graph
 from verifriend.bounds.ibp import ibp, interval_pass, spec_interval
-from verifriend.bounds.onnx_import import OnnxGraph, load_onnx
-from verifriend.bounds.optimize import OptState, alpha_crown, beta_crown
-from verifriend.bounds.relax import backsubstitute, concretize, relu_relaxation
+from verifriend.bounds.methods import METHODS, compute_bounds
+from verifriend.bounds.optimizer import OptState
+from verifriend.bounds.relax import backsubstitute, concretize
 from verifriend.bounds.result import (
     Bounds,
     linf_box,
@@ -44,20 +36,11 @@ from verifriend.bounds.result import (
 from verifriend.bounds.splits import Splits
 
 __all__ = [
-    "AddNode",
-    "AffineNode",
-    "AvgPoolNode",
+    "METHODS",
     "Bounds",
-    "Conv2dNode",
-    "FlattenNode",
     "Graph",
-    "InputNode",
-    "LinearNode",
-    "MaxPoolNode",
-    "Node",
     "OnnxGraph",
     "OptState",
-    "ReLUNode",
     "Splits",
     "alpha_crown",
     "backsubstitute",
@@ -67,13 +50,13 @@ __all__ = [
     "confirm_bound",
     "crown",
     "crown_intervals",
+    "from_module",
     "ibp",
     "interval_pass",
     "linf_box",
     "load_onnx",
     "proof_holds",
     "refinement_plan",
-    "relu_relaxation",
     "robustness_spec",
     "spec_crown",
     "spec_interval",

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from verifriend.bounds.crown import DEFAULT_MAX_ELEMENTS
 from verifriend.bounds.graph import Graph
-from verifriend.bounds.optimize import OptState, _finish, _lower, _prepare
+from verifriend.bounds.optimizer import OptState, finish_bounds, prepare_problem, problem_lower
 from verifriend.bounds.result import Bounds
 from verifriend.bounds.splits import Splits
 from verifriend.deadline import Deadline
@@ -36,7 +36,7 @@ def confirm_bound(
 ) -> Bounds:
     """The bounds given by the fixed ``state`` (and ``splits``), recomputed in float64.
 
-    Same problem shapes as :func:`verifriend.bounds.optimize.beta_crown`; the state
+    Same problem shapes as :func:`verifriend.bounds.beta_crown.beta_crown`; the state
     must hold one row per domain (use ``state.select``). Domains found empty in
     float64 get ``lower = +inf``. ``intervals`` (float64 node bounds valid on each
     domain, e.g. the root's) replaces the CROWN pass for intermediate bounds, as
@@ -50,15 +50,15 @@ def confirm_bound(
         # the intermediate rows are the state's, not re-derived: float64 may see a
         # slightly different set of unstable neurons
         known = None if intervals is None else [(a.to(F64), b.to(F64)) for a, b in intervals]
-        p = _prepare(
+        p = prepare_problem(
             g64, xl, xu, C64, splits, state.bound_upper, max_elements, state.rows, known,
             deadline,
         )
         s64 = state.to(F64)
         # betas of nodes without any split in these domains multiply zero signs
         betas = {r: b for r, b in s64.betas.items() if r in p.signs}
-        lower_rows = _lower(g64, p, s64.alphas, betas, s64.inner)
-        return _finish(g64, p, lower_rows, state.bound_upper, "confirmed-float64", s64.inner)
+        lower_rows = problem_lower(g64, p, s64.alphas, betas, s64.inner)
+        return finish_bounds(g64, p, lower_rows, state.bound_upper, "confirmed-float64", s64.inner)
 
 
 def proof_holds(

@@ -1,5 +1,8 @@
 """CROWN: linear bounds by back-substitution through the graph, intersected with IBP.
 
+Zhang, Weng, Chen, Hsieh, Daniel, "Efficient Neural Network Robustness Certification with
+General Activation Functions", NeurIPS 2018.
+
 The pass walks the graph forward. Each node gets the interval of its inputs'
 (already tightened) bounds, intersected with plain IBP. The input of every ReLU
 and MaxPool is then tightened by back-substituting its own neurons to the input
@@ -16,20 +19,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from verifriend.bounds.activations import SigmoidNode, TanhNode
-from verifriend.bounds.graph import (
-    AffineNode,
-    AvgPoolNode,
-    Conv2dNode,
-    FlattenNode,
-    Graph,
-    LinearNode,
-    MaxPoolNode,
-    ReLUNode,
-)
+from verifriend.bounds.graph import Graph
 from verifriend.bounds.ibp import (
     check_problem,
-    ibp,
     interval_pass,
     pre_relu_bounds,
     spec_interval,
@@ -44,13 +36,8 @@ from verifriend.bounds.patches import (
 from verifriend.bounds.relax import Interval, backsubstitute, interval_rule
 from verifriend.bounds.result import Bounds
 from verifriend.deadline import Deadline, StepClock, check
-from verifriend.errors import UserError
 
 DEFAULT_MAX_ELEMENTS = 50_000_000
-
-_ELEMENTWISE = (AffineNode, FlattenNode, ReLUNode, SigmoidNode, TanhNode)  # monotone per coordinate
-_MIXING = (LinearNode, Conv2dNode, AvgPoolNode, MaxPoolNode)
-_NEEDS_ALL = (MaxPoolNode, SigmoidNode, TanhNode)  # relaxation depends on every input neuron
 
 
 def tight_nodes(graph: Graph) -> list[bool]:
@@ -64,9 +51,9 @@ def tight_nodes(graph: Graph) -> list[bool]:
     tight = list(box)
     for j, node in enumerate(graph.nodes[1:], 1):
         src = node.inputs[0]
-        if isinstance(node, _ELEMENTWISE):
+        if node.elementwise:
             box[j], tight[j] = box[src], tight[src]
-        elif isinstance(node, _MIXING):
+        elif node.mixing:
             tight[j] = box[src]
     return tight
 
@@ -82,12 +69,12 @@ def refinement_plan(graph: Graph) -> dict[int, str]:
     tight = tight_nodes(graph)
     plan: dict[int, str] = {}
     for node in graph.nodes:
-        if not isinstance(node, (ReLUNode, *_NEEDS_ALL)):
+        if not node.relaxed:
             continue
         src = node.inputs[0]
-        if tight[src] or isinstance(graph.nodes[src], ReLUNode):
+        if tight[src] or graph.nodes[src].branchable:
             continue
-        if isinstance(node, _NEEDS_ALL) or plan.get(src) == "all":
+        if node.relax_all or plan.get(src) == "all":
             plan[src] = "all"
         else:
             plan[src] = "unstable"
@@ -280,32 +267,3 @@ def crown(
     for lo, up in (spec_interval(graph, intervals, C), spec_interval(graph, base, C)):
         lower, upper = torch.maximum(lower, lo), torch.minimum(upper, up)
     return Bounds(lower, upper, pre_relu_bounds(graph, intervals), "crown", intervals)
-
-
-def compute_bounds(
-    graph: Graph,
-    x_lower: Tensor,
-    x_upper: Tensor,
-    C: Tensor | None = None,
-    method: str = "crown",
-    *,
-    max_elements: int = DEFAULT_MAX_ELEMENTS,
-) -> Bounds:
-    """Bounds of ``C @ f(x)`` over the box with ``method`` "ibp", "crown" or "alpha".
-
-    ``graph`` may also be an ``nn.Module``, converted with ``Graph.from_module``.
-    "alpha" is alpha-CROWN with its defaults (20 iterations, intermediate alphas);
-    use :func:`verifriend.bounds.optimize.alpha_crown` for its options and state.
-    """
-    if not isinstance(graph, Graph) and isinstance(graph, torch.nn.Module):
-        graph = Graph.from_module(graph, tuple(x_lower.shape[1:]))
-    if method == "ibp":
-        return ibp(graph, x_lower, x_upper, C)
-    if method == "crown":
-        return crown(graph, x_lower, x_upper, C, max_elements=max_elements)
-    if method == "alpha":
-        # imported here: the optimizer builds on this module
-        from verifriend.bounds.optimize import alpha_crown
-
-        return alpha_crown(graph, x_lower, x_upper, C, max_elements=max_elements)[0]
-    raise UserError(f"unknown bound method '{method}'; choose 'ibp', 'crown' or 'alpha'.")

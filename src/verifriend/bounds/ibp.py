@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from verifriend.bounds.graph import Graph, ReLUNode
+from verifriend.bounds.graph import Graph
 from verifriend.bounds.relax import Interval, backsubstitute, interval_rule, is_affine
 from verifriend.bounds.result import Bounds
 from verifriend.errors import UserError
@@ -57,7 +57,7 @@ def interval_pass(graph: Graph, x_lower: Tensor, x_upper: Tensor) -> list[Interv
 
 def pre_relu_bounds(graph: Graph, intervals: list[Interval]) -> list[Interval]:
     """Bounds of each ReLU node's input, in graph order."""
-    return [intervals[n.inputs[0]] for n in graph.nodes if isinstance(n, ReLUNode)]
+    return [intervals[n.inputs[0]] for n in graph.nodes if n.branchable]
 
 
 def spec_interval(graph: Graph, intervals: list[Interval], C: Tensor) -> Interval:

@@ -20,8 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from verifriend.bounds.graph import AffineNode, Conv2dNode, Graph, InputNode, ReLUNode
-from verifriend.bounds.relax import Interval, conv_adjoint_fold, relu_relaxation
+from verifriend.bounds.graph import Graph
+from verifriend.bounds.ops import AffineNode, Conv2dNode, InputNode, Interval, ReLUNode
+from verifriend.bounds.ops.conv import conv_adjoint_fold
+from verifriend.bounds.ops.relu import relu_relaxation
 
 Pair = tuple[int, int]
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from verifriend.bounds.graph import Graph, ReLUNode
+from verifriend.bounds.graph import Graph
 from verifriend.errors import UserError
 
 
@@ -103,7 +103,7 @@ class Splits:
     def check(self, graph: Graph, D: int) -> None:
         """Raise ``UserError`` unless these splits fit ``graph`` and D domains."""
         for r, s in self.signs.items():
-            if not (0 <= r < len(graph.nodes)) or not isinstance(graph.nodes[r], ReLUNode):
+            if not (0 <= r < len(graph.nodes)) or not graph.nodes[r].branchable:
                 raise UserError(f"splits name node {r}, which is not a ReLU node of the graph.")
             if tuple(s.shape) != (D, *graph.nodes[r].shape):
                 raise UserError(

@@ -23,6 +23,7 @@ from verifriend.bounds import (
     stable_ratio,
     unstable_counts,
 )
+from verifriend.bounds.frontends.torch import from_module
 
 
 @dataclass
@@ -107,7 +108,7 @@ def evaluate_friendliness(
     xa, ya = x_test[:accuracy_limit], y_test[:accuracy_limit]
     clean = clean_accuracy(model, xa, ya)
     pgd = pgd_accuracy(model, xa, ya, eps, steps=pgd_steps, restarts=pgd_restarts)
-    graph = Graph.from_module(model, tuple(x_test.shape[1:]))
+    graph = from_module(model, tuple(x_test.shape[1:]))
     xs, ys = x_test[prop_idx], y_test[prop_idx]
     r = property_bounds(graph, xs, ys, eps, batch_size=batch_size)
     proved = r["proved_ibp"] | r["proved_crown"]

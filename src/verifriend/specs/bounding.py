@@ -20,7 +20,7 @@ def _bound_rows(graph: Graph, spec: Spec, A: torch.Tensor, method: str, iteratio
     lo, hi = spec.input_box(graph.input_shape, dtype=dtype)
     C = A.to(dtype).unsqueeze(0)
     if method == "alpha":
-        from verifriend.bounds.optimize import alpha_crown
+        from verifriend.bounds.alpha_crown import alpha_crown
 
         b, _ = alpha_crown(graph, lo, hi, C, iterations=iterations, bound_upper=True)
         return b.lower[0], b.upper[0]
@@ -71,7 +71,7 @@ def bound_constraints(graph: Graph, specs: list[Spec], method: str = "crown",
 def bound_files(onnx_path: str | Path, vnnlib_path: str | Path, method: str = "crown",
                 iterations: int = 20) -> dict:
     """Load an ONNX network and a VNN-LIB spec and bound every output constraint."""
-    from verifriend.bounds.onnx_import import load_onnx
+    from verifriend.bounds.frontends.onnx import load_onnx
     from verifriend.specs.vnnlib import read_vnnlib
 
     _check_method(method)

@@ -16,7 +16,7 @@ where ``progress`` in [0, 1] is the share of training done (schedules read it):
 * ``nbc``: see :mod:`verifriend.train.nbc`.
 
 Bounds come from the bound engine on a graph that references the model's live
-parameters (``Graph.from_module(detach=False)``), so they are differentiable.
+parameters (``from_module(..., detach=False)``), so they are differentiable.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from verifriend.attack.pgd import pgd_attack
 from verifriend.bounds.crown import spec_crown
+from verifriend.bounds.frontends.torch import from_module
 from verifriend.bounds.graph import Graph
 from verifriend.bounds.ibp import interval_pass, pre_relu_bounds, spec_interval
 from verifriend.bounds.result import linf_box, robustness_spec
@@ -48,7 +49,7 @@ def live_graph(model: nn.Module, input_shape: tuple[int, ...]) -> Graph:
     Batch norm is read with its running statistics (the graph's eval semantics)."""
     hit = _GRAPHS.get(model)
     if hit is None or hit[0] != input_shape:
-        hit = (input_shape, Graph.from_module(model, input_shape, detach=False))
+        hit = (input_shape, from_module(model, input_shape, detach=False))
         _GRAPHS[model] = hit
     return hit[1]
 

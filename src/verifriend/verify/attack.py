@@ -25,7 +25,7 @@ import weakref
 import torch
 from torch import Tensor
 
-from verifriend.bounds.graph import Graph, ReLUNode
+from verifriend.bounds.graph import Graph
 from verifriend.errors import UserError
 from verifriend.specs.spec import F64, Spec
 
@@ -211,7 +211,7 @@ def _forward(graph: Graph, x: Tensor, leak: Tensor) -> Tensor:
     values = [x]
     for node in graph.nodes[1:]:
         ins = [values[i] for i in node.inputs]
-        if isinstance(node, ReLUNode):
+        if node.branchable:  # a ReLU
             lk = leak.view(-1, *([1] * (ins[0].dim() - 1)))
             values.append(_LeakyGrad.apply(ins[0], lk))
         else:

@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from verifriend.bounds.beta_crown import beta_crown, relu_output_coefficients
 from verifriend.bounds.confirm import proof_holds
 from verifriend.bounds.crown import crown_intervals
 from verifriend.bounds.graph import Graph
-from verifriend.bounds.optimize import OptState, beta_crown, relu_output_coefficients
+from verifriend.bounds.optimizer import OptState
 from verifriend.bounds.relax import Interval
 from verifriend.bounds.splits import Splits
 from verifriend.deadline import Deadline, DeadlineExpired

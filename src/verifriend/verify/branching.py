@@ -111,7 +111,7 @@ def choose(
         nodes, neurons, best = top_candidates(scores, 1)
         return nodes[:, 0], neurons[:, 0], torch.isfinite(best[:, 0])
     # imported here: the optimizer is only needed for FSB
-    from verifriend.bounds.optimize import beta_crown
+    from verifriend.bounds.beta_crown import beta_crown
 
     nodes, neurons, best = top_candidates(scores, candidates)
     D, k = nodes.shape

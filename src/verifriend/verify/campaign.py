@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from verifriend.bounds.frontends.torch import from_module
 from verifriend.errors import UserError
 from verifriend.verify.verifier import verify_spec
 
@@ -260,7 +261,6 @@ def run_campaign(
     Raises UserError for bad settings or a file written for other settings.
     """
     from verifriend.bounds.crown import crown
-    from verifriend.bounds.graph import Graph
     from verifriend.bounds.result import stable_mask
     from verifriend.data import load_dataset, select_per_class
     from verifriend.models.io import load_model
@@ -308,7 +308,7 @@ def run_campaign(
 
         todo = [i for i in idx if i not in done]
         input_shape = tuple(meta["input_shape"])
-        graph = Graph.from_module(model, input_shape)
+        graph = from_module(model, input_shape)
         num_classes = int(meta["num_classes"])
         new = 0
 

@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from verifriend.bounds.alpha_crown import alpha_crown
 from verifriend.bounds.confirm import confirm_bound
 from verifriend.bounds.crown import crown, crown_intervals
 from verifriend.bounds.graph import Graph
 from verifriend.bounds.ibp import ibp
-from verifriend.bounds.optimize import alpha_crown
 from verifriend.deadline import Deadline, DeadlineExpired
 from verifriend.specs.spec import Spec
 from verifriend.verify.bab import BabConfig, clause_margin, relu_bab, unstable_count

@@ -134,7 +134,7 @@ def run_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float,
 
     if deadline.expired():
         return finish(Verdict("timeout", 0.0, stage="start"))
-    from verifriend.bounds.onnx_import import load_onnx
+    from verifriend.bounds.frontends.onnx import load_onnx
     from verifriend.specs.vnnlib import read_vnnlib
 
     graph = load_onnx(onnx_path)

@@ -1,4 +1,4 @@
-"""S-shaped activations (sigmoid, tanh): node kinds and their bound rules.
+"""S-shaped activations (sigmoid, tanh): node kinds and their bound rules (no MILP encoding).
 
 Both functions are convex below 0 and concave above 0, so one relaxation serves
 both (CROWN / DeepPoly style, Zhang et al. 2018):
@@ -19,26 +19,45 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from verifriend.bounds.graph import Node
-
-Interval = tuple[Tensor, Tensor]
+from verifriend.bounds.ops.base import BackwardResult, Interval, Node
 
 _BISECT_STEPS = 30
 _TINY_WIDTH = 1e-6  # below this width a constant (monotone) bound is safer than a chord
 
 
+class _SShaped(Node):
+    relaxed: ClassVar[bool] = True
+    relax_all: ClassVar[bool] = True
+    elementwise: ClassVar[bool] = True
+    has_milp: ClassVar[bool] = False
+
+    def interval(self, x: Interval) -> Interval:
+        """Monotone increasing: the ends map to the ends."""
+        return self.forward(x[0]), self.forward(x[1])
+
+    def backward(self, A: Tensor, ins, alpha) -> BackwardResult:
+        """Positive coefficients take the lower line, negative the upper (``alpha`` is
+        ignored: the tangent points are not optimized)."""
+        lower, upper = ins[0]
+        la, lb, ua, ub = (t.unsqueeze(1) for t in s_shape_relaxation(self, lower, upper))
+        pos, neg = A.clamp(min=0), A.clamp(max=0)
+        bias = (pos * lb + neg * ub).flatten(2).sum(-1)
+        return (pos * la + neg * ua,), bias
+
+
 @dataclass(eq=False, kw_only=True)
-class SigmoidNode(Node):
+class SigmoidNode(_SShaped):
     def forward(self, x: Tensor) -> Tensor:
         return torch.sigmoid(x)
 
 
 @dataclass(eq=False, kw_only=True)
-class TanhNode(Node):
+class TanhNode(_SShaped):
     def forward(self, x: Tensor) -> Tensor:
         return torch.tanh(x)
 
@@ -114,20 +133,3 @@ def s_shape_relaxation(
     up_a, up_b = torch.where(narrow, zero, up_a), torch.where(narrow, fu, up_b)
     lo_a, lo_b = torch.where(narrow, zero, lo_a), torch.where(narrow, fl, lo_b)
     return lo_a.to(dtype), lo_b.to(dtype), up_a.to(dtype), up_b.to(dtype)
-
-
-def interval_s_shape(node: Node, x: Interval) -> Interval:
-    """Monotone increasing: the ends map to the ends."""
-    return node.forward(x[0]), node.forward(x[1])
-
-
-def backward_s_shape(node: Node, A: Tensor, ins, alpha) -> tuple[tuple[Tensor], Tensor]:
-    """Back-substitution: positive coefficients take the lower line, negative the upper.
-
-    ``alpha`` is ignored (the tangent points are not optimized).
-    """
-    lower, upper = ins[0]
-    la, lb, ua, ub = (t.unsqueeze(1) for t in s_shape_relaxation(node, lower, upper))
-    pos, neg = A.clamp(min=0), A.clamp(max=0)
-    bias = (pos * lb + neg * ub).flatten(2).sum(-1)
-    return (pos * la + neg * ua,), bias

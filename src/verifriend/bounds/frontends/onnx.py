@@ -1,4 +1,4 @@
-"""ONNX import into the graph IR.
+"""ONNX frontend: import an ONNX file into the graph IR.
 
 The ONNX graph describes one input tensor; its leading dim of 1 (or a symbolic
 batch dim) is dropped to form the IR sample, and the IR adds its own batch dim.
@@ -33,21 +33,21 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from verifriend.bounds.activations import SigmoidNode, TanhNode
-from verifriend.bounds.graph import (
+from verifriend.bounds.frontends.common import append_traced
+from verifriend.bounds.graph import Graph, Shape
+from verifriend.bounds.ops import (
     AddNode,
     AffineNode,
     AvgPoolNode,
     Conv2dNode,
     FlattenNode,
-    Graph,
     InputNode,
     LinearNode,
     MaxPoolNode,
     Node,
     ReLUNode,
-    Shape,
-    append_traced,
+    SigmoidNode,
+    TanhNode,
 )
 from verifriend.errors import UnsupportedLayerError, UserError
 

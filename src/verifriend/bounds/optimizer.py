@@ -1,4 +1,5 @@
-"""alpha-CROWN and beta-CROWN: back-substitution with optimized slopes and multipliers.
+"""The optimizer that alpha-CROWN and beta-CROWN share: back-substitution with optimized
+slopes and multipliers (:mod:`verifriend.bounds.alpha_crown`, :mod:`verifriend.bounds.beta_crown`).
 
 Both passes bound a batch of D domains (one input box each, optionally with ReLU
 split constraints) in one vectorized call:
@@ -46,7 +47,7 @@ from verifriend.bounds.crown import (
     refinement_plan,
     tighten_rows,
 )
-from verifriend.bounds.graph import Graph, ReLUNode
+from verifriend.bounds.graph import Graph
 from verifriend.bounds.ibp import check_problem, interval_pass, pre_relu_bounds, spec_interval
 from verifriend.bounds.patches import (
     RowGroups,
@@ -184,7 +185,7 @@ def _plan_rows(graph: Graph, intervals: list[Interval]) -> dict[int, Intermediat
     return out
 
 
-def _prepare(
+def prepare_problem(
     graph: Graph,
     x_lower: Tensor,
     x_upper: Tensor,
@@ -279,7 +280,7 @@ def _inner_init(graph: Graph, p: _Problem, t: int, rw: IntermediateRows) -> dict
     rows = 2 * rw.groups.channel.shape[1]
     out = {}
     for j in chain:
-        if isinstance(graph.nodes[j], ReLUNode):
+        if graph.nodes[j].branchable:
             lo, up = p.intervals[graph.nodes[j].inputs[0]]
             m = _rows_of((up > -lo).to(lo.dtype), windows[j], rw.groups.loc).unsqueeze(2)
             out[j] = m.expand(-1, -1, rows, -1, -1, -1).contiguous()
@@ -323,7 +324,7 @@ def _inner_rows_bound(graph: Graph, t: int, rw: IntermediateRows, ivs, slopes,
                           deadline=deadline)
 
 
-def _lower(
+def problem_lower(
     graph: Graph, p: _Problem, alphas: dict, betas: dict, inner: dict | None = None
 ) -> Tensor:
     """Lower bounds (D, S) of the optimized rows for the given parameters."""
@@ -335,30 +336,7 @@ def _lower(
     )
 
 
-def relu_output_coefficients(
-    graph: Graph,
-    x_lower: Tensor,
-    x_upper: Tensor,
-    splits: Splits,
-    state: OptState,
-    intervals: list[Interval],
-    C: Tensor | None = None,
-) -> dict[int, Tensor]:
-    """Per ReLU node r, the coefficients (D, S, *shape of r) of its outputs in the linear
-    lower bound of each optimized row, with ``state``'s slopes and split multipliers, on
-    domains with node bounds ``intervals`` (as :func:`beta_crown` returned them); key 0
-    holds the coefficients of the input (the bound's minimizer is a box corner)."""
-    p = _prepare(graph, x_lower, x_upper, C, splits, state.bound_upper, DEFAULT_MAX_ELEMENTS,
-                 known=intervals)
-    terms = {r: -b * p.signs[r] for r, b in state.betas.items() if r in p.signs}
-    recorded: dict[int, Tensor] = {}
-    with torch.no_grad():
-        backsubstitute(graph, len(graph.nodes) - 1, p.rows, p.intervals,
-                       lower_slopes=state.alphas, input_terms=terms, record=recorded)
-    return recorded
-
-
-def _finish(
+def finish_bounds(
     graph: Graph,
     p: _Problem,
     lower_rows: Tensor,
@@ -420,7 +398,7 @@ def optimize_bounds(
     :class:`verifriend.deadline.DeadlineExpired`."""
     if iterations < 0:
         raise UserError("iterations must be >= 0.")
-    p = _prepare(
+    p = prepare_problem(
         graph, x_lower, x_upper, C, splits, bound_upper, max_elements, known=intervals,
         deadline=deadline,
     )
@@ -451,7 +429,7 @@ def optimize_bounds(
     for it in range(iterations + 1):
         clock.tick()  # stops before a step that would end after the deadline
         with torch.set_grad_enabled(opt is not None and it < iterations):
-            lb = _lower(graph, p, alphas, betas, inner)
+            lb = problem_lower(graph, p, alphas, betas, inner)
         with torch.no_grad():
             cur = lb.detach()
             if kept is None:
@@ -492,90 +470,6 @@ def optimize_bounds(
                 a.clamp_(0.0, 1.0)
             for b in betas.values():
                 b.clamp_(min=0.0)
-    bounds = _finish(graph, p, best, bound_upper, method, best_inner)
+    bounds = finish_bounds(graph, p, best, bound_upper, method, best_inner)
     state = OptState(best_alphas, best_betas, bound_upper, p.inner_rows, best_inner)
     return bounds, state
-
-
-def alpha_crown(
-    graph: Graph,
-    x_lower: Tensor,
-    x_upper: Tensor,
-    C: Tensor | None = None,
-    *,
-    iterations: int = 20,
-    lr: float = 0.1,
-    warm_start: OptState | None = None,
-    intermediate: bool = True,
-    **options,
-) -> tuple[Bounds, OptState]:
-    """alpha-CROWN bounds of ``C @ f(x)`` over the boxes ``[x_lower, x_upper]`` (D, ...).
-
-    ``C`` is (D, m, n_out), (m, n_out) shared, or None (identity). The lower slope of
-    every ReLU neuron is optimized per domain and spec row for ``iterations`` Adam
-    steps (learning rate ``lr``), starting from CROWN's slopes, with early stopping
-    after ``patience`` (10, auto_LiRPA's default) steps whose total improves by no
-    more than ``tol`` relative (default 0: any improvement continues, as auto_LiRPA); each row reports its best iterate (the state keeps the best domain
-    iterate with intermediate alphas). ``intermediate=True`` (the
-    default) also optimizes the bounds of unstable intermediate neurons, each with
-    its own alphas (see the module docstring); False is faster and looser. Lower
-    bounds are never looser than CROWN's or IBP's; upper bounds
-    are CROWN's unless ``bound_upper=True`` optimizes them too. Returns the bounds
-    and the optimized state.
-    """
-    return optimize_bounds(
-        graph,
-        x_lower,
-        x_upper,
-        C,
-        None,
-        warm_start=warm_start,
-        iterations=iterations,
-        lr=lr,
-        intermediate=intermediate,
-        method="alpha-crown",
-        **options,
-    )
-
-
-def beta_crown(
-    graph: Graph,
-    x_lower: Tensor,
-    x_upper: Tensor,
-    C: Tensor | None,
-    splits: Splits,
-    *,
-    warm_start: OptState | None = None,
-    parent: Tensor | None = None,
-    iterations: int = 20,
-    lr: float = 0.1,
-    **options,
-) -> tuple[Bounds, OptState]:
-    """beta-CROWN bounds of D domains: box d with the ReLU splits ``splits`` (len D).
-
-    Alphas and split multipliers betas are optimized jointly, as in
-    :func:`alpha_crown` (``lr_beta`` sets the betas' own learning rate), but
-    intermediate bounds are only optimized with ``intermediate=True`` (in branch
-    and bound the parent's bounds, clamped by the splits, usually suffice).
-    Every learning rate decays by ``lr_decay`` per step.
-    ``intervals`` (node bounds valid on each domain, e.g. its parent's) skips the
-    CROWN pass for intermediate bounds: they are clamped by the splits and
-    propagated by intervals instead (faster, looser; branch and bound's default).
-    ``warm_start`` is a parent batch's state; ``parent`` (D,) maps each domain to its
-    row there (None: the state already has D rows). A domain whose splits (or box)
-    contain no input gets ``lower = +inf`` and ``upper = -inf``: it needs no proof.
-    """
-    if warm_start is not None and parent is not None:
-        warm_start = warm_start.select(parent)
-    return optimize_bounds(
-        graph,
-        x_lower,
-        x_upper,
-        C,
-        splits,
-        warm_start=warm_start,
-        iterations=iterations,
-        lr=lr,
-        method="beta-crown",
-        **options,
-    )

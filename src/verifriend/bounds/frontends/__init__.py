@@ -1,0 +1,1 @@
+"""Frontends: build the graph IR from a torch module or an ONNX file."""

@@ -1,0 +1,129 @@
+"""What every operator of the graph IR provides, and the traits the analyses read.
+
+A node kind is one dataclass (its parameters are fields) with four rules:
+
+* ``forward(*xs)``: the operation on a batch;
+* ``interval(*ins)``: sound elementwise bounds ``(lower, upper)`` of its output from boxes
+  around its inputs (IBP);
+* ``backward(A, ins, alpha)``: given coefficients ``A`` of shape ``(Ba, S, *shape)`` on its
+  output (``Ba`` the batch, or 1 when shared by the batch; ``S`` linear functions), the
+  coefficients on each input and a bias ``(Ba, S)`` (or None) such that
+  ``A . out >= sum_i A_i . in_i + bias`` on the input boxes ``ins`` (CROWN's linear
+  relaxation; only lower bounds are needed, an upper bound of ``c . y`` is minus the lower
+  bound of ``-c . y``). ``alpha`` are optimizable lower slopes (alpha-CROWN), or None;
+* ``milp(step)``: its exact rows in the MILP (see :class:`MilpStep`).
+
+Class-level traits tell the analyses what they need to know about a kind without naming
+it (an analysis never switches on node types): see :class:`Node`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+from torch import Tensor
+
+from verifriend.errors import UnsupportedLayerError
+
+Shape = tuple[int, ...]
+Pair = tuple[int, int]
+Interval = tuple[Tensor, Tensor]
+BackwardResult = tuple[tuple[Tensor, ...], Tensor | None]
+
+
+@dataclass(eq=False, kw_only=True)
+class Node:
+    """One operation; ``shape`` is its output shape without the batch dim.
+
+    Traits (class attributes), read by the analyses:
+
+    * ``relaxed``: the backward rule needs the bounds of the input (a nonlinear node);
+    * ``relax_all``: its relaxation depends on the bounds of every input neuron (otherwise,
+      for a piecewise-linear activation, only on those of the unstable ones);
+    * ``elementwise``: output i is a monotone function of input i alone (or a fixed
+      permutation of inputs), so an input box maps onto an output box;
+    * ``mixing``: a fixed linear map (or a max over windows) of one input: applied to a box it
+      has exact per-coordinate intervals;
+    * ``branchable``: a ReLU: branch and bound splits its neurons and alpha-CROWN optimizes
+      their lower slopes;
+    * ``has_milp``: :meth:`milp` encodes it exactly.
+    """
+
+    inputs: tuple[int, ...]
+    shape: Shape
+    name: str = ""
+
+    relaxed: ClassVar[bool] = False
+    relax_all: ClassVar[bool] = False
+    elementwise: ClassVar[bool] = False
+    mixing: ClassVar[bool] = False
+    branchable: ClassVar[bool] = False
+    has_milp: ClassVar[bool] = True
+
+    @property
+    def kind(self) -> str:
+        """The operator's name for messages (``Linear``, ``ReLU``, ...)."""
+        return type(self).__name__.removesuffix("Node")
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def interval(self, *ins: Interval) -> Interval:
+        raise NotImplementedError
+
+    def backward(self, A: Tensor, ins: list[Interval], alpha: Tensor | None) -> BackwardResult:
+        raise NotImplementedError
+
+    def milp_columns(self, src: list[np.ndarray]) -> np.ndarray | None:
+        """Columns to reuse for this node's output instead of new ones (a pure reshape or
+        permutation of its input's), or None."""
+        return None
+
+    def milp(self, step: MilpStep) -> None:
+        raise UnsupportedLayerError(
+            f"layer '{self.name}' ({self.kind}) has no MILP encoding.")
+
+
+@dataclass(eq=False, kw_only=True)
+class InputNode(Node):
+    """The network's input (node 0 of every graph)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+
+@dataclass
+class MilpStep:
+    """What a node's :meth:`Node.milp` writes its rows with, for one domain.
+
+    ``rows`` collects columns and rows (:class:`verifriend.bounds.ops.milp_rows.MilpRows`);
+    ``out`` are the columns of the node's output, ``src`` those of each input (flat,
+    numpy); ``in_bounds`` the flat float64 bounds ``(l, u)`` of each input, already valid
+    for this domain; ``signs`` the split of each neuron of a branchable node (+1 active,
+    -1 inactive, 0 free) or None; ``rel`` the relative widening that covers rounding in the
+    bound pass; ``relax`` True for the LP relaxation (binaries continuous). A rule that
+    finds the domain empty sets ``empty``; ``bound_fix`` takes ``(cols, lo, hi)`` column
+    tightenings applied at the end.
+    """
+
+    rows: object
+    out: np.ndarray
+    src: list[np.ndarray]
+    in_bounds: list[tuple[np.ndarray, np.ndarray]]
+    signs: np.ndarray | None
+    rel: float
+    relax: bool
+    bound_fix: list
+    empty: bool = False
+
+
+def center_radius(lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
+    return (lower + upper) / 2, (upper - lower) / 2
+
+
+def bias_term(A: Tensor, bias: Tensor) -> Tensor:
+    """``sum A * bias`` where ``bias`` holds one value per channel (dim 2 of ``A``)."""
+    Ba, S, C = A.shape[:3]
+    return A.reshape(Ba, S, C, -1).sum(-1) @ bias
