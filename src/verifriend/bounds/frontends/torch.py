@@ -1,5 +1,6 @@
-"""Torch frontend: the graph IR of an ``nn.Module`` (Sequential, Residual and the layers
-in :data:`SUPPORTED`)."""
+"""Torch frontend: the graph IR of an ``nn.Module`` (Sequential, Residual, the layers in
+:data:`_CONVERTERS` and the elementwise kinds registered in
+:data:`verifriend.bounds.ops.TORCH_MODULES`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from torch import Tensor, nn
 from verifriend.bounds.frontends.common import append_traced
 from verifriend.bounds.graph import Graph
 from verifriend.bounds.ops import (
+    TORCH_MODULES,
     AddNode,
     AffineNode,
     AvgPoolNode,
@@ -20,9 +22,6 @@ from verifriend.bounds.ops import (
     LinearNode,
     MaxPoolNode,
     Node,
-    ReLUNode,
-    SigmoidNode,
-    TanhNode,
 )
 from verifriend.errors import UnsupportedLayerError, UserError
 from verifriend.models.layers import Normalize, Residual
@@ -46,11 +45,10 @@ def from_module(module: nn.Module, input_shape: tuple[int, ...], *, detach: bool
     return Graph(builder.nodes, builder.nodes[0].shape)
 
 
-SUPPORTED = (
-    "Sequential, Residual, Normalize, Linear, Conv2d (groups=1), ReLU, Flatten, "
-    "BatchNorm1d, BatchNorm2d, AvgPool2d, MaxPool2d, Identity, Dropout"
-)
-
+def supported_modules() -> str:
+    """The module classes the converter takes, for messages."""
+    names = {"Sequential", "Residual"} | {c.__name__ for c in (*_CONVERTERS, *TORCH_MODULES)}
+    return ", ".join(sorted(names)) + " (Conv2d with groups=1)"
 
 
 # ---------------------------------------------------------------- building
@@ -66,7 +64,7 @@ def _unsupported(path: str, what: str, detail: str = "") -> UnsupportedLayerErro
             f"layer '{path}' ({what}) is not supported by the graph IR: {detail}."
         )
     return UnsupportedLayerError(
-        f"layer '{path}' ({what}) is not supported by the graph IR; supported: {SUPPORTED}."
+        f"layer '{path}' ({what}) is not supported by the graph IR; supported: {supported_modules()}."
     )
 
 
@@ -105,6 +103,8 @@ class _Builder:
             short = self.add_module(m.shortcut, f"{path}.shortcut" if path else "shortcut", src)
             return self.add(AddNode, (main, short), path or "residual")
         converter = _CONVERTERS.get(type(m))
+        if converter is None and type(m) in TORCH_MODULES:
+            converter = _elementwise(TORCH_MODULES[type(m)])
         if converter is None:
             raise _unsupported(path or "(root)", type(m).__name__)
         return converter(self, m, path or "(root)", src)
@@ -114,12 +114,17 @@ def _convert_identity(b: _Builder, m: nn.Module, path: str, src: int) -> int:
     return src
 
 
-def _convert_relu(b: _Builder, m: nn.ReLU, path: str, src: int) -> int:
-    return b.add(ReLUNode, (src,), path)
+def _elementwise(kind: type[Node]):
+    """The converter of a one-input elementwise kind registered under a module class."""
 
+    def convert(b: _Builder, m: nn.Module, path: str, src: int) -> int:
+        try:
+            params = kind.params_from_torch(m)
+        except ValueError as err:
+            raise _unsupported(path, type(m).__name__, str(err).rstrip(".")) from None
+        return b.add(kind, (src,), path, **params)
 
-def _convert_s_shape(b: _Builder, m: nn.Module, path: str, src: int) -> int:
-    return b.add(SigmoidNode if isinstance(m, nn.Sigmoid) else TanhNode, (src,), path)
+    return convert
 
 
 def _convert_flatten(b: _Builder, m: nn.Flatten, path: str, src: int) -> int:
@@ -241,9 +246,6 @@ _CONVERTERS: dict[type, Callable[[_Builder, nn.Module, str, int], int]] = {
     nn.Dropout: _convert_identity,
     nn.Dropout1d: _convert_identity,
     nn.Dropout2d: _convert_identity,
-    nn.ReLU: _convert_relu,
-    nn.Sigmoid: _convert_s_shape,
-    nn.Tanh: _convert_s_shape,
     nn.Flatten: _convert_flatten,
     nn.Linear: _convert_linear,
     nn.Conv2d: _convert_conv,

@@ -1,30 +1,21 @@
 """The operators of the graph IR, one module each (see :mod:`verifriend.bounds.ops.base`
-for what an operator provides). This is the one place that lists them."""
+for what an operator provides). This is the one place that lists them: importing a module
+registers its frontend names (``ONNX_OPS``, ``TORCH_MODULES``)."""
 
-from verifriend.bounds.ops.add import AddNode
-from verifriend.bounds.ops.affine import AffineNode
-from verifriend.bounds.ops.base import InputNode, Interval, MilpStep, Node
-from verifriend.bounds.ops.conv import Conv2dNode
-from verifriend.bounds.ops.linear import LinearNode
-from verifriend.bounds.ops.pool import AvgPoolNode, MaxPoolNode
-from verifriend.bounds.ops.relu import ReLUNode, relu_relaxation
-from verifriend.bounds.ops.s_shaped import SigmoidNode, TanhNode
-from verifriend.bounds.ops.shape import FlattenNode
-
-__all__ = [
-    "AddNode",
-    "AffineNode",
-    "AvgPoolNode",
-    "Conv2dNode",
-    "FlattenNode",
-    "InputNode",
-    "Interval",
-    "LinearNode",
-    "MaxPoolNode",
-    "MilpStep",
-    "Node",
-    "ReLUNode",
-    "SigmoidNode",
-    "TanhNode",
-    "relu_relaxation",
-]
+from verifriend.bounds.ops.add import AddNode as AddNode
+from verifriend.bounds.ops.affine import AffineNode as AffineNode
+from verifriend.bounds.ops.base import ONNX_OPS as ONNX_OPS
+from verifriend.bounds.ops.base import TORCH_MODULES as TORCH_MODULES
+from verifriend.bounds.ops.base import InputNode as InputNode
+from verifriend.bounds.ops.base import Interval as Interval
+from verifriend.bounds.ops.base import MilpStep as MilpStep
+from verifriend.bounds.ops.base import Node as Node
+from verifriend.bounds.ops.conv import Conv2dNode as Conv2dNode
+from verifriend.bounds.ops.linear import LinearNode as LinearNode
+from verifriend.bounds.ops.pool import AvgPoolNode as AvgPoolNode
+from verifriend.bounds.ops.pool import MaxPoolNode as MaxPoolNode
+from verifriend.bounds.ops.relu import ReLUNode as ReLUNode
+from verifriend.bounds.ops.relu import relu_relaxation as relu_relaxation
+from verifriend.bounds.ops.s_shaped import SigmoidNode as SigmoidNode
+from verifriend.bounds.ops.s_shaped import TanhNode as TanhNode
+from verifriend.bounds.ops.shape import FlattenNode as FlattenNode

@@ -15,6 +15,12 @@ A node kind is one dataclass (its parameters are fields) with four rules:
 
 Class-level traits tell the analyses what they need to know about a kind without naming
 it (an analysis never switches on node types): see :class:`Node`.
+
+A one-input elementwise kind can also say where the frontends find it: ``onnx_op`` (an ONNX
+op type) and ``torch_module`` (an ``nn.Module`` class), with ``params_from_onnx`` /
+``params_from_torch`` reading its parameters. Defining such a class registers it in
+:data:`ONNX_OPS` / :data:`TORCH_MODULES`, which the frontends consult for any op they do not
+convert themselves: adding an activation is one module and one import line.
 """
 
 from __future__ import annotations
@@ -31,6 +37,10 @@ Shape = tuple[int, ...]
 Pair = tuple[int, int]
 Interval = tuple[Tensor, Tensor]
 BackwardResult = tuple[tuple[Tensor, ...], Tensor | None]
+
+
+ONNX_OPS: dict[str, type[Node]] = {}
+TORCH_MODULES: dict[type, type[Node]] = {}
 
 
 @dataclass(eq=False, kw_only=True)
@@ -61,6 +71,27 @@ class Node:
     mixing: ClassVar[bool] = False
     branchable: ClassVar[bool] = False
     has_milp: ClassVar[bool] = True
+    onnx_op: ClassVar[str | None] = None
+    torch_module: ClassVar[type | None] = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("onnx_op"):
+            ONNX_OPS[cls.onnx_op] = cls
+        if cls.__dict__.get("torch_module") is not None:
+            TORCH_MODULES[cls.torch_module] = cls
+
+    @classmethod
+    def params_from_onnx(cls, attrs: dict, consts: list) -> dict:
+        """The node's parameters from an ONNX node's attributes and its constant inputs
+        after the first; raise ``ValueError`` (one sentence) for settings it cannot take."""
+        return {}
+
+    @classmethod
+    def params_from_torch(cls, module) -> dict:
+        """The node's parameters from a torch module of class ``torch_module``; raise
+        ``ValueError`` (one sentence) for settings it cannot take."""
+        return {}
 
     @property
     def kind(self) -> str:

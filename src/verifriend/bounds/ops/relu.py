@@ -9,7 +9,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from verifriend.bounds.ops.base import BackwardResult, Interval, MilpStep, Node
 from verifriend.bounds.ops.milp_rows import INF
@@ -43,6 +43,8 @@ class ReLUNode(Node):
     relaxed: ClassVar[bool] = True
     elementwise: ClassVar[bool] = True
     branchable: ClassVar[bool] = True
+    onnx_op: ClassVar[str] = "Relu"
+    torch_module: ClassVar[type] = nn.ReLU
 
     def forward(self, x: Tensor) -> Tensor:
         return F.relu(x)

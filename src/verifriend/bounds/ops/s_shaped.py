@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from verifriend.bounds.ops.base import BackwardResult, Interval, Node
 
@@ -52,12 +52,18 @@ class _SShaped(Node):
 
 @dataclass(eq=False, kw_only=True)
 class SigmoidNode(_SShaped):
+    onnx_op: ClassVar[str] = "Sigmoid"
+    torch_module: ClassVar[type] = nn.Sigmoid
+
     def forward(self, x: Tensor) -> Tensor:
         return torch.sigmoid(x)
 
 
 @dataclass(eq=False, kw_only=True)
 class TanhNode(_SShaped):
+    onnx_op: ClassVar[str] = "Tanh"
+    torch_module: ClassVar[type] = nn.Tanh
+
     def forward(self, x: Tensor) -> Tensor:
         return torch.tanh(x)
 
