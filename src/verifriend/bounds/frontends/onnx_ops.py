@@ -20,10 +20,12 @@ from torch import Tensor
 
 from verifriend.bounds.graph import Shape
 from verifriend.bounds.ops import (
+    ONNX_OPS,
     AddNode,
     AffineNode,
     LinearNode,
     Node,
+    PermuteNode,
 )
 from verifriend.errors import UnsupportedLayerError
 
@@ -325,12 +327,50 @@ def _size(op: Op, args) -> np.ndarray:
 
 
 def _transpose(op: Op, args) -> Value:
+    """Layout-only when just size-1 axes move; otherwise a :class:`PermuteNode` of the
+    sample's axes (e.g. the leading NHWC -> NCHW transpose of Keras exports)."""
     v = args[0]
-    perm = list(op.attrs.get("perm", range(len(v.shape) - 1, -1, -1)))
+    perm = [int(p) for p in op.attrs.get("perm", range(len(v.shape) - 1, -1, -1))]
+    out_shape = [v.shape[p] for p in perm]
     moved = [p for p in perm if v.shape[p] != 1]
-    if moved != sorted(moved):
-        raise op.unsupported(f"a transpose {perm} of shape {v.shape} reorders data")
-    return _relayout(v, [v.shape[p] for p in perm])
+    if moved == sorted(moved):
+        return _relayout(v, out_shape)
+    if perm[0] != 0 or v.shape[0] != 1 or op.imp.nodes[v.node].shape != v.shape[1:]:
+        raise op.unsupported(f"a transpose {perm} of shape {v.shape} moves the batch axis or "
+                             "data flattened earlier")
+    j = op.imp.add(PermuteNode, (v.node,), op.name, dims=tuple(p - 1 for p in perm[1:]))
+    return Value(j, tuple(out_shape))
+
+
+def _clip(op: Op, args) -> Value:
+    """``min(max(x, lo), hi)`` as ReLUs, so bounds, branching and the MILP treat it exactly
+    like the ReLUs it is made of: ``hi - relu(hi - lo - relu(x - lo))`` (one side only:
+    ``lo + relu(x - lo)`` or ``hi - relu(hi - x)``)."""
+    v = args[0]
+    ends = []
+    for k, key, default in ((1, "min", -np.inf), (2, "max", np.inf)):
+        c = args[k] if len(args) > k and args[k] is not None else op.attrs.get(key, default)
+        if isinstance(c, Value) or np.asarray(c).size != 1:
+            raise op.unsupported(f"its {key} must be a scalar constant")
+        ends.append(float(np.asarray(c).reshape(-1)[0]))
+    lo, hi = ends
+    if lo > hi:
+        raise op.unsupported(f"min {lo} > max {hi}")
+    relu = ONNX_OPS["Relu"]
+
+    def relu_of(w: Value, tag: str) -> Value:
+        return Value(op.imp.add(relu, (w.node,), op.name + tag), w.shape)
+
+    if np.isinf(lo) and np.isinf(hi):
+        return v
+    if np.isinf(hi):
+        return _affine(op, relu_of(_affine(op, v, None, -lo, "/shift"), "/relu"), None, lo)
+    if np.isinf(lo):
+        flip = relu_of(_affine(op, v, -1.0, hi, "/flip"), "/relu")
+        return _affine(op, flip, -1.0, hi)
+    inner = relu_of(_affine(op, v, None, -lo, "/shift"), "/relu_lo")
+    outer = relu_of(_affine(op, inner, -1.0, hi - lo, "/flip"), "/relu_hi")
+    return _affine(op, outer, -1.0, hi)
 
 
 HANDLERS: dict[str, Callable[[Op, list], Value | np.ndarray]] = {
@@ -342,6 +382,7 @@ HANDLERS: dict[str, Callable[[Op, list], Value | np.ndarray]] = {
     "Squeeze": _squeeze,
     "Unsqueeze": _unsqueeze,
     "Transpose": _transpose,
+    "Clip": _clip,
     "Add": _add,
     "Sub": _sub,
     "Mul": _mul,

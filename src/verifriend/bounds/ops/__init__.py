@@ -20,3 +20,5 @@ from verifriend.bounds.ops.relu import relu_relaxation as relu_relaxation
 from verifriend.bounds.ops.s_shaped import SigmoidNode as SigmoidNode
 from verifriend.bounds.ops.s_shaped import TanhNode as TanhNode
 from verifriend.bounds.ops.shape import FlattenNode as FlattenNode
+from verifriend.bounds.ops.shape import PadNode as PadNode
+from verifriend.bounds.ops.shape import PermuteNode as PermuteNode

@@ -48,20 +48,25 @@ class AvgPoolNode(Node):
 
 @dataclass(eq=False, kw_only=True)
 class MaxPoolNode(Node):
-    """Max pooling; padded positions behave as -inf."""
+    """Max pooling; padded positions behave as -inf. ``extra`` pads the bottom and the right
+    further (asymmetric padding, ceil-mode pooling)."""
 
     kernel: Pair
     stride: Pair
     padding: Pair
     dilation: Pair
     in_shape: Shape
+    extra: Pair = (0, 0)
 
     relaxed: ClassVar[bool] = True
     relax_all: ClassVar[bool] = True
     mixing: ClassVar[bool] = True
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.max_pool2d(x, self.kernel, self.stride, self.padding, self.dilation)
+        if self.extra == (0, 0):
+            return F.max_pool2d(x, self.kernel, self.stride, self.padding, self.dilation)
+        return F.max_pool2d(_pad(self, x, float("-inf")), self.kernel, self.stride, 0,
+                            self.dilation)
 
     def interval(self, x: Interval) -> Interval:
         return self.forward(x[0]), self.forward(x[1])
@@ -74,10 +79,15 @@ class MaxPoolNode(Node):
         _maxpool_rows(step.rows, self, step.out, step.src[0], l, u, step.rel, step.relax)
 
 
+def _pad(node: MaxPoolNode, x: Tensor, value: float) -> Tensor:
+    """``x`` with the node's (possibly asymmetric) padding filled with ``value``."""
+    (ph, pw), (eh, ew) = node.padding, node.extra
+    return F.pad(x, (pw, pw + ew, ph, ph + eh), value=value)
+
+
 def _windows(node: MaxPoolNode, x: Tensor) -> Tensor:
     """Pooling windows of ``x`` (B, C, H, W) as (B, C, K, L), padding filled with -inf."""
-    ph, pw = node.padding
-    x = F.pad(x, (pw, pw, ph, ph), value=float("-inf"))
+    x = _pad(node, x, float("-inf"))
     cols = F.unfold(x, node.kernel, dilation=node.dilation, stride=node.stride)
     return cols.view(x.shape[0], x.shape[1], -1, cols.shape[-1])
 
@@ -106,24 +116,20 @@ def _backward_maxpool(node: MaxPoolNode, A: Tensor, ins) -> BackwardResult:
     B, K, L = lw.shape[0], lw.shape[2], lw.shape[3]
     idx = j.unsqueeze(1).expand(B, S, C, 1, L)
     cols = coef.new_zeros(coef.shape[0], S, C, K, L).scatter(3, idx, coef.unsqueeze(3))
-    folded = F.fold(
-        cols.view(-1, C * K, L),
-        node.in_shape[1:],
-        node.kernel,
-        dilation=node.dilation,
-        padding=node.padding,
-        stride=node.stride,
-    )
-    return (folded.view(-1, S, *node.in_shape),), bias
+    (ph, pw), (eh, ew) = node.padding, node.extra
+    H, W = node.in_shape[1:]
+    folded = F.fold(cols.view(-1, C * K, L), (H + 2 * ph + eh, W + 2 * pw + ew), node.kernel,
+                    dilation=node.dilation, stride=node.stride)
+    folded = folded[..., ph:ph + H, pw:pw + W]  # drop what landed on the padding
+    return (folded.reshape(-1, S, *node.in_shape),), bias
 
 
 def _window_index(node: MaxPoolNode) -> np.ndarray:
     """(n_out, kh*kw) flat input index of each output's window; -1 marks padding."""
     C = node.in_shape[0]
     idx = torch.arange(1, math.prod(node.in_shape) + 1, dtype=torch.float64)
-    cols = torch.nn.functional.unfold(
-        idx.view(1, *node.in_shape), node.kernel, node.dilation, node.padding, node.stride
-    )  # (1, C*kh*kw, L), zero-padded
+    padded = _pad(node, idx.view(1, *node.in_shape), 0.0)
+    cols = F.unfold(padded, node.kernel, node.dilation, 0, node.stride)  # (1, C*kh*kw, L)
     K = cols.shape[1] // C
     cols = cols.view(C, K, -1).transpose(1, 2).reshape(-1, K)  # output (c, l) -> window
     return cols.numpy().astype(np.int64) - 1
