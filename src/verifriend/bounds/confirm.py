@@ -4,7 +4,8 @@ The float32 optimization picks alphas and betas; soundness does not depend on ho
 they were found, only on the arithmetic that turns them into a bound. Here that
 arithmetic is redone in float64 with the parameters held fixed: the intermediate
 bounds (CROWN + IBP, splits clamped, and the state's optimized intermediate rows)
-and the final back-substitution.
+and the final back-substitution (any alpha in [0, 1] and beta >= 0 give a sound bound:
+Xu et al., ICLR 2021; Wang et al., NeurIPS 2021).
 """
 
 from __future__ import annotations

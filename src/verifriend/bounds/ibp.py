@@ -1,4 +1,9 @@
-"""Interval bound propagation (IBP) and the input checks shared by all bound passes."""
+"""Interval bound propagation (IBP) and the input checks shared by all bound passes.
+
+Gowal, Dvijotham, Stanforth, Bunel, Qin, Uesato, Arandjelovic, Mann, Kohli, "On the
+Effectiveness of Interval Bound Propagation for Training Verifiably Robust Models", 2018
+(arXiv:1810.12715); the rules themselves are the operators' ``interval`` methods.
+"""
 
 from __future__ import annotations
 

@@ -8,6 +8,10 @@ whole feature map: far fewer elements than dense identity rows. Windows share
 one geometry per node: the row at location (h, w) of the start node covers rows
 ``h * stride - padding ... + kernel`` of that node (likewise for columns).
 Positions outside a feature map are kept at zero (they are conv zero-padding).
+
+The patch representation follows auto_LiRPA's (Xu, Shi, Zhang, Wang, Huang, Chang, Kailkhura,
+Lin, Hsieh, "Automatic Perturbation Analysis for Scalable Certified Robustness and Beyond",
+NeurIPS 2020).
 """
 
 from __future__ import annotations

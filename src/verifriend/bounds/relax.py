@@ -3,6 +3,10 @@
 Each operator (:mod:`verifriend.bounds.ops`) has an interval rule and a backward rule (see
 :mod:`verifriend.bounds.ops.base`); IBP, CROWN and the alpha/beta passes are sweeps over
 the same rules. This module holds the backward sweep and the concretization at a box.
+
+Back-substitution as in CROWN (Zhang, Weng, Chen, Hsieh, Daniel, NeurIPS 2018) and
+DeepPoly (Singh, Gehr, Pueschel, Vechev, "An Abstract Domain for Certifying Neural
+Networks", POPL 2019).
 """
 
 from __future__ import annotations

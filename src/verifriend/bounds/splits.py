@@ -3,6 +3,8 @@
 A domain restricts some ReLU inputs to one side of zero. ``Splits`` holds, for
 each ReLU node of a graph, a ``(D, *shape)`` int8 tensor over the D domains:
 ``-1`` means the neuron's input ``z <= 0``, ``+1`` means ``z >= 0``, ``0`` unsplit.
+Split constraints enter the bounds through beta-CROWN's multipliers (Wang et al., NeurIPS
+2021; :mod:`verifriend.bounds.beta_crown`) and clamp the split neurons' intervals.
 """
 
 from __future__ import annotations
