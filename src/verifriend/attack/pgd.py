@@ -4,6 +4,9 @@ Used for adversarial training, for PGD accuracy and for falsification before
 verification. All examples of a batch are attacked at once; examples that are
 already misclassified can be frozen (``early_stop``) so that their compute is
 spent on the others.
+
+Madry, Makelov, Schmidt, Tsipras, Vladu, "Towards Deep Learning Models Resistant to
+Adversarial Attacks", ICLR 2018.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@
 where ``progress`` in [0, 1] is the share of training done (schedules read it):
 
 * ``natural``: CE(f(x), y);
-* ``madry``: CE on PGD examples (``pgd_steps`` sign steps of ``pgd_alpha``, default eps/10);
-* ``trades``: CE(f(x), y) + beta_T * KL(f(x) || f(x')), x' maximizing the KL by PGD;
+* ``madry`` (Madry et al. 2018): CE on PGD examples (``pgd_steps`` sign steps of ``pgd_alpha``, default eps/10);
+* ``trades`` (Zhang et al. 2019): CE(f(x), y) + beta_T * KL(f(x) || f(x')), x' maximizing the KL by PGD;
 * ``rs`` (Xiao et al. 2019): the Madry loss + ``rs_weight`` * sum over hidden neurons of
   ``-tanh(1 + l u)`` (l, u: IBP bounds of the neuron's input over the eps-ball; the weight
   ramps up with eps) + ``l1_weight`` * the L1 norm of the weights;
