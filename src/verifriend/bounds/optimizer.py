@@ -406,59 +406,17 @@ def optimize_bounds(
         p.inner_rows = _plan_rows(graph, p.intervals)
     alphas, betas, inner = _initial_state(graph, p, warm_start, bound_upper)
     inner_params = [a for d in inner.values() for a in d.values()]
-    params = [*alphas.values(), *betas.values(), *inner_params]
-    for t in params:
-        t.requires_grad_(True)
-    groups = [([*alphas.values(), *inner_params], lr)]
-    if betas:
-        groups.append((list(betas.values()), lr if lr_beta is None else lr_beta))
-    opt = Adam(groups, decay=lr_decay) if params and iterations else None
+    opt = _optimizer(alphas, betas, inner_params, iterations, lr, lr_beta, lr_decay)
     feasible = (~p.infeasible).to(x_lower.dtype).unsqueeze(1)
-
-    def snapshot():
-        return (
-            {r: a.detach().clone() for r, a in alphas.items()},
-            {r: b.detach().clone() for r, b in betas.items()},
-            {t: {r: a.detach().clone() for r, a in d.items()} for t, d in inner.items()},
-        )
-
-    best = kept = None
-    best_alphas, best_betas, best_inner = snapshot()
-    stalled, last_total = 0, None
+    best = _Best.start(alphas, betas, inner)
     clock = StepClock(deadline, reserve=1.0)
     for it in range(iterations + 1):
         clock.tick()  # stops before a step that would end after the deadline
         with torch.set_grad_enabled(opt is not None and it < iterations):
             lb = problem_lower(graph, p, alphas, betas, inner)
         with torch.no_grad():
-            cur = lb.detach()
-            if kept is None:
-                improved = torch.ones_like(cur, dtype=torch.bool)
-            elif inner:
-                # shared intermediate alphas: keep whole domains, judged by their row sum
-                improved = (cur.sum(1) > kept.sum(1)).unsqueeze(1).expand_as(cur)
-            else:
-                improved = cur > kept
-            kept = cur.clone() if kept is None else torch.where(improved, cur, kept)
-            # every iterate's bound is sound: report each row's best one
-            best = cur.clone() if best is None else torch.maximum(best, cur)
-            for src, dst in ((alphas, best_alphas), (betas, best_betas)):
-                for r, v in src.items():
-                    mask = improved.view(*improved.shape, *([1] * (v.dim() - 2)))
-                    dst[r] = torch.where(mask, v.detach(), dst[r])
-            dom = improved[:, 0]
-            for t, d in inner.items():
-                for r, v in d.items():
-                    mask = dom.view(-1, *([1] * (v.dim() - 1)))
-                    best_inner[t][r] = torch.where(mask, v.detach(), best_inner[t][r])
-            # early stopping on the sum of the best bounds of feasible domains
-            total = float(torch.nan_to_num(best * feasible, posinf=0.0, neginf=0.0).sum())
-            if last_total is not None and total - last_total <= tol * (1 + abs(last_total)):
-                stalled += 1
-            else:
-                stalled = 0
-            last_total = total
-        if it == iterations or opt is None or stalled >= patience:
+            best.update(lb.detach(), alphas, betas, inner, feasible, tol)
+        if it == iterations or opt is None or best.stalled >= patience:
             break
         # infeasible domains may hold meaningless values: keep them out of the gradient
         loss = -torch.nan_to_num(lb * feasible, posinf=0.0, neginf=0.0).sum()
@@ -470,6 +428,71 @@ def optimize_bounds(
                 a.clamp_(0.0, 1.0)
             for b in betas.values():
                 b.clamp_(min=0.0)
-    bounds = finish_bounds(graph, p, best, bound_upper, method, best_inner)
-    state = OptState(best_alphas, best_betas, bound_upper, p.inner_rows, best_inner)
+    bounds = finish_bounds(graph, p, best.lower, bound_upper, method, best.inner)
+    state = OptState(best.alphas, best.betas, bound_upper, p.inner_rows, best.inner)
     return bounds, state
+
+
+def _optimizer(alphas: dict, betas: dict, inner_params: list[Tensor], iterations: int,
+               lr: float, lr_beta: float | None, lr_decay: float) -> Adam | None:
+    """Adam over every parameter (now requiring gradients); None when nothing is optimized."""
+    params = [*alphas.values(), *betas.values(), *inner_params]
+    for t in params:
+        t.requires_grad_(True)
+    groups = [([*alphas.values(), *inner_params], lr)]
+    if betas:
+        groups.append((list(betas.values()), lr if lr_beta is None else lr_beta))
+    return Adam(groups, decay=lr_decay) if params and iterations else None
+
+
+@dataclass
+class _Best:
+    """Each row's best bound (``lower``), the kept iterate's bound and parameters (per row,
+    or per domain with intermediate alphas) and the steps ``stalled`` for early stopping."""
+
+    alphas: dict[int, Tensor]
+    betas: dict[int, Tensor]
+    inner: dict[int, dict[int, Tensor]]
+    lower: Tensor | None = None
+    kept: Tensor | None = None
+    stalled: int = 0
+    last_total: float | None = None
+
+    @classmethod
+    def start(cls, alphas: dict, betas: dict, inner: dict) -> _Best:
+        return cls(
+            {r: a.detach().clone() for r, a in alphas.items()},
+            {r: b.detach().clone() for r, b in betas.items()},
+            {t: {r: a.detach().clone() for r, a in d.items()} for t, d in inner.items()},
+        )
+
+    def update(self, cur: Tensor, alphas: dict, betas: dict, inner: dict, feasible: Tensor,
+               tol: float) -> None:
+        """Take in the bound ``cur`` (D, S) of the current parameters (under no_grad)."""
+        if self.kept is None:
+            improved = torch.ones_like(cur, dtype=torch.bool)
+        elif inner:
+            # shared intermediate alphas: keep whole domains, judged by their row sum
+            improved = (cur.sum(1) > self.kept.sum(1)).unsqueeze(1).expand_as(cur)
+        else:
+            improved = cur > self.kept
+        self.kept = cur.clone() if self.kept is None else torch.where(improved, cur, self.kept)
+        # every iterate's bound is sound: report each row's best one
+        self.lower = cur.clone() if self.lower is None else torch.maximum(self.lower, cur)
+        for src, dst in ((alphas, self.alphas), (betas, self.betas)):
+            for r, v in src.items():
+                mask = improved.view(*improved.shape, *([1] * (v.dim() - 2)))
+                dst[r] = torch.where(mask, v.detach(), dst[r])
+        dom = improved[:, 0]
+        for t, d in inner.items():
+            for r, v in d.items():
+                mask = dom.view(-1, *([1] * (v.dim() - 1)))
+                self.inner[t][r] = torch.where(mask, v.detach(), self.inner[t][r])
+        # early stopping on the sum of the best bounds of feasible domains
+        total = float(torch.nan_to_num(self.lower * feasible, posinf=0.0, neginf=0.0).sum())
+        last = self.last_total
+        if last is not None and total - last <= tol * (1 + abs(last)):
+            self.stalled += 1
+        else:
+            self.stalled = 0
+        self.last_total = total

@@ -137,19 +137,27 @@ def falsify(
         return None  # nothing is unsafe
     shape = tuple(input_shape) if input_shape is not None else tuple(graph.input_shape)
     g64 = graph64 if graph64 is not None else float64_copy(graph)
-    dtype = graph.dtype or torch.float32
-    device = graph.device or torch.device("cpu")
-    n_in, J = spec.n_inputs, spec.n_clauses
 
     # the cheapest checks first: the caller's candidates and the centre of the box
     first = [(spec.lower + spec.upper).unsqueeze(0) / 2]
     if candidates is not None and candidates.numel():
-        first.insert(0, candidates.detach().to("cpu", F64).reshape(-1, n_in))
+        first.insert(0, candidates.detach().to("cpu", F64).reshape(-1, spec.n_inputs))
     first = torch.cat(first)
     found = check_points(g64, spec, first, graph)
     if found is not None or steps == 0:
         return found
+    return _pgd_search(graph, g64, spec, shape, first, steps=steps, restarts=restarts,
+                       seed=seed, odi_steps=odi_steps, leak_start=leak_start,
+                       batch_size=batch_size, deadline=deadline)
 
+
+def _pgd_search(graph, g64, spec, shape, first, *, steps, restarts, seed, odi_steps,
+                leak_start, batch_size, deadline) -> tuple[Tensor, Tensor] | None:
+    """The PGD runs of :func:`falsify` from the fixed starts ``first`` (K, n_in) and
+    ``restarts`` random points, in batches of rows; the first float64-confirmed hit."""
+    dtype = graph.dtype or torch.float32
+    device = graph.device or torch.device("cpu")
+    J = spec.n_clauses
     lo, hi = spec.input_box(shape, dtype=dtype, device=device)
     width = hi - lo
     C, d, clause = spec.to_spec_matrix()

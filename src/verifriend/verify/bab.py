@@ -190,9 +190,16 @@ def relu_bab(
                                          x_upper.double(), deadline=deadline)
         except DeadlineExpired:
             return BabOutcome("timeout", 0, 0)
-    pool: _Pool | None = _Pool(
-        splits, root_lower, root_intervals, _full_betas(graph, root_state, 1)
-    )
+    pool = _Pool(splits, root_lower, root_intervals, _full_betas(graph, root_state, 1))
+    return _search(graph, x_lower, x_upper, clause, margin, pool, root64, config, exact_leaf,
+                   attack, on_progress, deadline)
+
+
+def _search(graph, x_lower, x_upper, clause, margin, pool: _Pool | None, root64,
+            config: BabConfig, exact_leaf, attack, on_progress,
+            deadline: Deadline) -> BabOutcome:
+    """The loop of :func:`relu_bab` from the root ``pool``: each step splits the batch of
+    domains with the worst margins (:func:`_step`) and puts the open children back."""
     domains = leaves = undecided = 0
     leaf_budget = LeafBudget(config.exact_unstable, floor=config.exact_unstable)
     candidates = None if attack is None else _CandidateAttack(attack)

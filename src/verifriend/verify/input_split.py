@@ -118,40 +118,68 @@ def input_bab(
 
 def _search(graph, x_lower, x_upper, clause, deadline, check, batch, max_domains,
             exact_leaf) -> BabOutcome:
-    n_clauses = int(clause.max()) + 1
-    g64 = graph.to(dtype=F64)
+    """The search of :func:`input_bab`: bound the root box, then split the worst boxes."""
     root_width = (x_upper - x_lower).flatten(1).amax(0).clamp(min=1e-30)
-    counts = {"domains": 0, "leaves": 0, "undecided": 0}
-    leaves = LeafBudget()
+    search = _SearchState(graph, clause, deadline, check, exact_leaf)
+    proved, pool, hit = search.bound(x_lower, x_upper)
+    search.leaves += int(proved.sum())
+    if hit is not None:
+        return search.outcome("sat", hit)
+    clock = StepClock(deadline)
+    while len(pool):
+        try:
+            clock.tick()  # stops before a step that would end after the deadline
+        except DeadlineExpired:
+            return search.outcome("timeout")
+        if search.domains >= max_domains:
+            return search.outcome("unknown")
+        par = pool.pop_worst(batch)
+        lo, hi, ia = _split_candidates(par, root_width)
+        try:
+            proved, kids, hit = search.bound(lo, hi)
+        except DeadlineExpired:
+            return search.outcome("timeout")
+        if hit is not None:
+            return search.outcome("sat", hit)
+        n_leaves, kept = _keep_better(len(par), ia, proved, kids)
+        search.leaves += n_leaves
+        pool.add(kept)
+    # a linear region the LP could not decide (a near-tie) leaves the answer open
+    return search.outcome("unknown" if search.undecided else "unsat")
 
-    def bound(lo: Tensor, hi: Tensor) -> tuple[Tensor, _Boxes, tuple | None]:
+
+class _SearchState:
+    """The bounding side of the input split search, with its counts: ``domains`` bounded,
+    ``leaves`` proved, ``undecided`` linear regions the LP left open."""
+
+    def __init__(self, graph: Graph, clause: Tensor, deadline: Deadline, check, exact_leaf):
+        self.graph, self.clause, self.deadline = graph, clause, deadline
+        self.check, self.exact_leaf = check, exact_leaf
+        self.n_clauses = int(clause.max()) + 1
+        self.g64 = graph.to(dtype=F64)
+        self.domains = self.leaves = self.undecided = 0
+        self.budget = LeafBudget()
+
+    def outcome(self, status: str, x=None) -> BabOutcome:
+        return BabOutcome(status, self.domains, self.leaves, x)
+
+    def bound(self, lo: Tensor, hi: Tensor) -> tuple[Tensor, _Boxes, tuple | None]:
         """Bound boxes: (proved mask, the open ones with their suggested split, a hit)."""
+        graph, clause, n_clauses, deadline = self.graph, self.clause, self.n_clauses, self.deadline
         with torch.no_grad():
             b = crown(graph, lo, hi, deadline=deadline)
-        counts["domains"] += lo.shape[0]
+        self.domains += lo.shape[0]
         margin = clause_margin(b.lower, clause, n_clauses)
         proved = margin > 0
         if bool(proved.any()):
             idx = proved.nonzero().squeeze(1)
             with torch.no_grad():
-                b64 = crown(g64, lo[idx].to(F64), hi[idx].to(F64), deadline=deadline)
+                b64 = crown(self.g64, lo[idx].to(F64), hi[idx].to(F64), deadline=deadline)
             proved[idx] = clause_margin(b64.lower, clause, n_clauses) > 0
-        if exact_leaf is not None:
-            # (nearly) linear regions are decided by an LP (a MILP with a binary per
-            # unstable ReLU) instead of being split forever near a tie
-            # (at most a quarter of the time, so that splitting goes on where CROWN
-            # would prove the box cheaply)
-            lin = ~proved & (unstable_count(graph, b.intervals) <= leaves.unstable)
-            for i in lin.nonzero().squeeze(1).tolist():
-                now = time.monotonic()
-                if now > deadline.at or not leaves.open(now):
-                    break
-                verdict, x = exact_leaf(lo[i:i + 1], hi[i:i + 1], deadline.at - now)
-                leaves.record(time.monotonic() - now)
-                if verdict == "sat":
-                    return proved, _Boxes(lo[:0], hi[:0], margin[:0], margin[:0].long()), x
-                proved[i] = True  # decided: unsat, or left open as a near-tie
-                counts["undecided"] += verdict != "unsat"
+        if self.exact_leaf is not None:
+            x = self._exact_leaves(lo, hi, b.intervals, proved)
+            if x is not None:
+                return proved, _Boxes(lo[:0], hi[:0], margin[:0], margin[:0].long()), x
         keep = (~proved).nonzero().squeeze(1)
         lo, hi, lower = lo[keep], hi[keep], b.lower[keep]
         if keep.numel() == 0:
@@ -164,64 +192,71 @@ def _search(graph, x_lower, x_upper, clause, deadline, check, batch, max_domains
         coef = _input_coefficients(graph, A, intervals)
         flo, fhi = lo.flatten(1), hi.flatten(1)
         corner = torch.where(coef[:, 0] > 0, flo, fhi)
-        hit = check(torch.cat([(flo + fhi) / 2, corner]).to(F64))
+        hit = self.check(torch.cat([(flo + fhi) / 2, corner]).to(F64))
         dim = (coef[:, 1].abs() * (fhi - flo)).argmax(1)
         return proved, _Boxes(lo, hi, margin[keep], dim), hit
 
-    def outcome(status, x=None):
-        return BabOutcome(status, counts["domains"], counts["leaves"], x)
+    def _exact_leaves(self, lo: Tensor, hi: Tensor, intervals, proved: Tensor):
+        """Decide the open boxes with few unstable ReLUs exactly, marking them in ``proved``
+        (in place); a counterexample ends it and is returned (else None)."""
+        # (nearly) linear regions are decided by an LP (a MILP with a binary per
+        # unstable ReLU) instead of being split forever near a tie
+        # (at most a quarter of the time, so that splitting goes on where CROWN
+        # would prove the box cheaply)
+        deadline, leaves = self.deadline, self.budget
+        lin = ~proved & (unstable_count(self.graph, intervals) <= leaves.unstable)
+        for i in lin.nonzero().squeeze(1).tolist():
+            now = time.monotonic()
+            if now > deadline.at or not leaves.open(now):
+                break
+            verdict, x = self.exact_leaf(lo[i:i + 1], hi[i:i + 1], deadline.at - now)
+            leaves.record(time.monotonic() - now)
+            if verdict == "sat":
+                return x
+            proved[i] = True  # decided: unsat, or left open as a near-tie
+            self.undecided += verdict != "unsat"
+        return None
 
-    proved, pool, hit = bound(x_lower, x_upper)
-    counts["leaves"] += int(proved.sum())
-    if hit is not None:
-        return outcome("sat", hit)
-    clock = StepClock(deadline)
-    while len(pool):
-        try:
-            clock.tick()  # stops before a step that would end after the deadline
-        except DeadlineExpired:
-            return outcome("timeout")
-        if counts["domains"] >= max_domains:
-            return outcome("unknown")
-        # each box gets the split its bound suggests and, when that dimension lags far
-        # behind the box's widest one (relative to the root box), the widest one too:
-        # a dimension can look flat to the linear bound and still keep ReLUs unstable.
-        # Both are bounded; the one whose worse child is better is kept.
-        par = pool.pop_worst(batch)
-        n = len(par)
-        rel = (par.hi - par.lo).flatten(1) / root_width
-        widest = rel.argmax(1)
-        alt = (widest != par.dim) & (rel.gather(1, widest[:, None]) > LAG
-                                      * rel.gather(1, par.dim[:, None])).squeeze(1)
-        lo, hi = _children(par.lo, par.hi, par.dim)
-        ia = alt.nonzero().squeeze(1)
-        if ia.numel():
-            lo2, hi2 = _children(par.lo[ia], par.hi[ia], widest[ia])
-            lo, hi = torch.cat([lo, lo2]), torch.cat([hi, hi2])
-        try:
-            proved, kids, hit = bound(lo, hi)
-        except DeadlineExpired:
-            return outcome("timeout")
-        if hit is not None:
-            return outcome("sat", hit)
-        # per child: its parent, its candidate (0: suggested, 1: widest), its margin
-        a = ia.numel()
-        parent = torch.cat([torch.arange(n), torch.arange(n), ia, ia])
-        cand = torch.cat([torch.zeros(2 * n, dtype=torch.long),
-                          torch.ones(2 * a, dtype=torch.long)])
-        score = torch.full((lo.shape[0],), float("inf"), dtype=kids.margin.dtype)
-        score[~proved] = kids.margin
-        # the worse child of each (parent, candidate); -inf for a candidate not tried
-        worse = torch.full((2 * n,), float("-inf"), dtype=score.dtype).scatter_reduce(
-            0, parent * 2 + cand, score, "amin", include_self=False).view(n, 2)
-        choose = (worse[:, 1] > worse[:, 0]).long()
-        chosen = cand == choose[parent]
-        counts["leaves"] += int((proved & chosen).sum())
-        keep_open = chosen[~proved]
-        pool.add(_Boxes(kids.lo[keep_open], kids.hi[keep_open], kids.margin[keep_open],
-                        kids.dim[keep_open]))
-    # a linear region the LP could not decide (a near-tie) leaves the answer open
-    return outcome("unknown" if counts["undecided"] else "unsat")
+
+def _split_candidates(par: _Boxes, root_width: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The children of the boxes ``par`` to bound: (lows, highs, the boxes that try the
+    widest dimension too).
+
+    Each box gets the split its bound suggests and, when that dimension lags far behind
+    the box's widest one (relative to the root box), the widest one too: a dimension can
+    look flat to the linear bound and still keep ReLUs unstable. Both are bounded; the
+    one whose worse child is better is kept (:func:`_keep_better`).
+    """
+    rel = (par.hi - par.lo).flatten(1) / root_width
+    widest = rel.argmax(1)
+    alt = (widest != par.dim) & (rel.gather(1, widest[:, None]) > LAG
+                                  * rel.gather(1, par.dim[:, None])).squeeze(1)
+    lo, hi = _children(par.lo, par.hi, par.dim)
+    ia = alt.nonzero().squeeze(1)
+    if ia.numel():
+        lo2, hi2 = _children(par.lo[ia], par.hi[ia], widest[ia])
+        lo, hi = torch.cat([lo, lo2]), torch.cat([hi, hi2])
+    return lo, hi, ia
+
+
+def _keep_better(n: int, ia: Tensor, proved: Tensor, kids: _Boxes) -> tuple[int, _Boxes]:
+    """Of the children of ``n`` parents (:func:`_split_candidates`), those of the candidate
+    split whose worse child is better: (the number of them proved, the open ones)."""
+    # per child: its parent, its candidate (0: suggested, 1: widest), its margin
+    a = ia.numel()
+    parent = torch.cat([torch.arange(n), torch.arange(n), ia, ia])
+    cand = torch.cat([torch.zeros(2 * n, dtype=torch.long),
+                      torch.ones(2 * a, dtype=torch.long)])
+    score = torch.full((proved.shape[0],), float("inf"), dtype=kids.margin.dtype)
+    score[~proved] = kids.margin
+    # the worse child of each (parent, candidate); -inf for a candidate not tried
+    worse = torch.full((2 * n,), float("-inf"), dtype=score.dtype).scatter_reduce(
+        0, parent * 2 + cand, score, "amin", include_self=False).view(n, 2)
+    choose = (worse[:, 1] > worse[:, 0]).long()
+    chosen = cand == choose[parent]
+    keep_open = chosen[~proved]
+    return int((proved & chosen).sum()), _Boxes(
+        kids.lo[keep_open], kids.hi[keep_open], kids.margin[keep_open], kids.dim[keep_open])
 
 
 LAG = 16.0  # relative-width ratio beyond which the widest dimension is tried too

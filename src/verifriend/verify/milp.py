@@ -200,22 +200,10 @@ def encodable(graph: Graph) -> bool:
     return all(node.has_milp for node in graph.nodes)
 
 
-def encode(
-    graph: Graph,
-    x_lower: Tensor,
-    x_upper: Tensor,
-    intervals: list[Interval],
-    splits: Splits | None = None,
-    domain: int = 0,
-    relax: bool = False,
-) -> MilpModel:
-    """The HiGHS model of domain ``domain`` of the network over ``[x_lower, x_upper]``.
-
-    ``x_lower``/``x_upper`` are (D, *input_shape), ``intervals`` sound bounds of every
-    node (D first, e.g. ``crown(...).intervals``), ``splits`` optional ReLU splits
-    of the D domains. ``relax=True`` gives the LP (triangle) relaxation instead of
-    the MILP. A domain whose bounds cross is empty: its model reports "infeasible".
-    """
+def _check_encoding(graph: Graph, x_lower: Tensor, x_upper: Tensor, intervals: list[Interval],
+                    splits: Splits | None, domain: int) -> None:
+    """Raise :class:`UserError` (or :class:`UnsupportedLayerError`) unless :func:`encode`
+    can encode domain ``domain`` of ``graph`` with these bounds and splits."""
     check_box(graph, x_lower, x_upper)
     D = x_lower.shape[0]
     if not 0 <= domain < D:
@@ -239,6 +227,25 @@ def encode(
             raise UnsupportedLayerError(
                 f"layer '{node.name}' ({node.kind}) has no MILP encoding; the MILP supports "
                 "piecewise-linear networks (no sigmoid or tanh).")
+
+
+def encode(
+    graph: Graph,
+    x_lower: Tensor,
+    x_upper: Tensor,
+    intervals: list[Interval],
+    splits: Splits | None = None,
+    domain: int = 0,
+    relax: bool = False,
+) -> MilpModel:
+    """The HiGHS model of domain ``domain`` of the network over ``[x_lower, x_upper]``.
+
+    ``x_lower``/``x_upper`` are (D, *input_shape), ``intervals`` sound bounds of every
+    node (D first, e.g. ``crown(...).intervals``), ``splits`` optional ReLU splits
+    of the D domains. ``relax=True`` gives the LP (triangle) relaxation instead of
+    the MILP. A domain whose bounds cross is empty: its model reports "infeasible".
+    """
+    _check_encoding(graph, x_lower, x_upper, intervals, splits, domain)
     g = graph.to(device="cpu", dtype=torch.float64)
     rel = math.sqrt(torch.finfo(intervals[0][0].dtype).eps)
     signs = {} if splits is None else splits.signs

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -231,13 +232,7 @@ def verify_spec(
 def _verify(graph: Graph, specs: list[Spec], input_shape, cfg: VerifierConfig,
             deadline: Deadline, say, state: dict) -> Verdict:
     """The stages of :func:`verify_spec`; ``state`` tracks the stage and domains so far."""
-    from verifriend.verify.attack import check_points, falsify
-
-    g64 = graph.to(dtype=F64)
-
-    def done(status, stage, domains=0, cex=None, **details):
-        return Verdict(status, 0.0, stage, domains, cex, details)
-
+    run = _Run(graph, graph.to(dtype=F64), input_shape, cfg, deadline, say, state)
     # the cheap sound bounds first: a property they prove needs no attack (and its time
     # then says how easy it was, not how long the attack searched in vain)
     boxes = []
@@ -245,7 +240,46 @@ def _verify(graph: Graph, specs: list[Spec], input_shape, cfg: VerifierConfig,
         deadline.check()
         box = _Box.build(k, spec, graph, input_shape)
         if box is None:
-            return done("unknown" if spec.n_clauses else "unsat", "spec")
+            return _done("unknown" if spec.n_clauses else "unsat", "spec")
+        if not run.cheap_proof(box):
+            boxes.append(box)
+    if not boxes:
+        return _done("unsat", "incomplete")
+    hit = run.attack(boxes)
+    if hit is not None:
+        return _done("sat", "attack", cex=hit)
+    say("attack found nothing")
+    for box in boxes:
+        verdict = run.decide(box)
+        if verdict is not None:
+            return verdict
+    stage = "bab" if run.domains else "milp" if run.milp_proofs else "incomplete"
+    return _done("unsat", stage, run.domains)
+
+
+def _done(status, stage, domains=0, cex=None, **details) -> Verdict:
+    return Verdict(status, 0.0, stage, domains, cex, details)
+
+
+@dataclass
+class _Run:
+    """One run of :func:`_verify`: the network (float32 and float64) and the run's options,
+    deadline, progress callback ``say`` and ``state``; the stages after the cheap bounds
+    count the BaB ``domains`` and the boxes proved by MILP."""
+
+    graph: Graph
+    g64: Graph
+    input_shape: tuple
+    cfg: VerifierConfig
+    deadline: Deadline
+    say: Callable[[str], None]
+    state: dict
+    domains: int = 0
+    milp_proofs: int = 0
+
+    def cheap_proof(self, box: _Box) -> bool:
+        """Whether IBP, else CROWN, proves the box, confirmed by CROWN in float64."""
+        deadline = self.deadline
         with torch.no_grad():
             b = ibp(box.gs, box.lo, box.hi)
             if not box.proved(b.lower):
@@ -255,78 +289,105 @@ def _verify(graph: Graph, specs: list[Spec], input_shape, cfg: VerifierConfig,
                 b64 = crown(box.gs.to(dtype=F64), box.lo.to(F64), box.hi.to(F64),
                             deadline=deadline)
             if box.proved(b64.lower):
-                say(f"box {k}: proved by {b.method}")
-                continue
-        boxes.append(box)
-    if not boxes:
-        return done("unsat", "incomplete")
-    state["stage"] = "attack"
-    budget = cfg.attack_share * deadline.left() / len(boxes)
-    for box in boxes:
-        hit = falsify(graph, box.spec, input_shape, time_budget=min(budget, deadline.left()),
-                      graph64=g64)
-        if hit is not None:
-            return done("sat", "attack", cex=hit)
-    say("attack found nothing")
-    domains = milp_proofs = 0
-    for box in boxes:
-        k, spec, gs, lo, hi = box.k, box.spec, box.gs, box.lo, box.hi
-        clause, n_clauses, proved = box.clause, box.n_clauses, box.proved
+                self.say(f"box {box.k}: proved by {b.method}")
+                return True
+        return False
+
+    def attack(self, boxes: list[_Box]):
+        """PGD on every box within ``attack_share`` of the time left: a hit, or None."""
+        from verifriend.verify.attack import falsify
+
+        self.state["stage"] = "attack"
+        deadline = self.deadline
+        budget = self.cfg.attack_share * deadline.left() / len(boxes)
+        for box in boxes:
+            hit = falsify(self.graph, box.spec, self.input_shape,
+                          time_budget=min(budget, deadline.left()), graph64=self.g64)
+            if hit is not None:
+                return hit
+        return None
+
+    def decide(self, box: _Box) -> Verdict | None:
+        """alpha-CROWN, the whole-box MILP, then branch and bound on one box: None when
+        the box is proved, else the verdict of the run."""
+        from verifriend.verify.attack import check_points
+
+        cfg, deadline, state = self.cfg, self.deadline, self.state
         state["stage"] = "alpha"
         deadline.check()
-        a, opt_state = alpha_crown(gs, lo, hi, None, iterations=cfg.alpha_iterations,
-                                   intermediate=cfg.alpha_intermediate, deadline=deadline)
-        # the state's bound, in float64
-        a64 = confirm_bound(gs, lo, hi, None, opt_state, deadline=deadline)
-        if proved(a64.lower):
-            say(f"box {k}: proved by alpha-CROWN")
-            continue
-        say(f"box {k}: alpha-CROWN margin {float(clause_margin(a.lower, clause, n_clauses)):.4g}")
+        alpha = self.alpha(box)
+        if alpha is None:
+            return None
+        a, opt_state, a64 = alpha
 
-        def check(xs: Tensor, spec=spec):
-            return check_points(g64, spec, xs, graph)
+        def check(xs: Tensor, spec=box.spec):
+            return check_points(self.g64, spec, xs, self.graph)
 
         # exact leaves need a MILP encoding of every layer (none for sigmoid or tanh):
         # without it, fully split domains stay undecided
-        leaf = _exact_leaf(gs, spec, lo, hi, clause, cfg, check, deadline) if encodable(gs) else None
-        neurons = sum(math.prod(gs.nodes[r].shape) for r in gs.relu_nodes())
+        leaf = (_exact_leaf(box.gs, box.spec, box.lo, box.hi, box.clause, cfg, check, deadline)
+                if encodable(box.gs) else None)
+        neurons = sum(math.prod(box.gs.nodes[r].shape) for r in box.gs.relu_nodes())
         if (leaf is not None and neurons <= cfg.milp_neurons and 0 < cfg.milp_unstable
-                and int(unstable_count(gs, a.intervals)[0]) <= cfg.milp_unstable):
+                and int(unstable_count(box.gs, a.intervals)[0]) <= cfg.milp_unstable):
             # a small network: one MILP over the whole box (the solver shares its work
             # across activation regions) usually decides long before splitting would
             state["stage"] = "milp"
             verdict, x = leaf(None, cfg.milp_share * deadline.left())
             if verdict == "sat":
-                return done("sat", "milp", domains, cex=x)
+                return _done("sat", "milp", self.domains, cex=x)
             if verdict == "unsat":
-                say(f"box {k}: proved by MILP")
-                milp_proofs += 1
-                continue
+                self.say(f"box {box.k}: proved by MILP")
+                self.milp_proofs += 1
+                return None
         state["stage"] = "bab"
-        if spec.n_inputs <= cfg.input_split_dims or not gs.relu_nodes():
-            # (without ReLUs there is nothing else to split)
-            out = input_bab(gs, lo, hi, clause, deadline=deadline, check=check,
-                            batch=cfg.input_batch,
-                            exact_leaf=None if leaf is None else
-                            lambda blo, bhi, sec, leaf=leaf: leaf(None, sec, box=(blo, bhi)))
-        else:
-            # BaB keeps CROWN's intermediate bounds and the final-layer alphas
-            out = relu_bab(
-                gs, lo, hi, clause, a.lower, a.intervals, opt_state, deadline=deadline,
-                config=cfg.bab,
-                exact_leaf=leaf,
-                on_progress=lambda n, size, worst, k=k: say(
-                    f"box {k}: {n} domains, {size} open, worst margin {worst:.4g}"),
-                root_intervals64=a64.intervals,
-                attack=lambda xs, steps, spec=spec: falsify(
-                    graph, spec, input_shape, candidates=xs.flatten(1), steps=steps, restarts=0,
-                    time_budget=min(1.0, deadline.left()), graph64=g64),
-            )
-        domains += out.domains
-        state["domains"] = domains
+        out = self.bab(box, a, opt_state, a64, leaf, check)
+        self.domains += out.domains
+        state["domains"] = self.domains
         if out.status == "sat":
-            return done("sat", "bab", domains, cex=out.x)
+            return _done("sat", "bab", self.domains, cex=out.x)
         if out.status != "unsat":
-            return done(out.status, "bab", domains)
-    stage = "bab" if domains else "milp" if milp_proofs else "incomplete"
-    return done("unsat", stage, domains)
+            return _done(out.status, "bab", self.domains)
+        return None
+
+    def alpha(self, box: _Box):
+        """alpha-CROWN on the box: None when its proof holds in float64 (through its fixed
+        state), else (its bounds, its state, the state's bounds in float64)."""
+        cfg, deadline = self.cfg, self.deadline
+        a, opt_state = alpha_crown(box.gs, box.lo, box.hi, None, iterations=cfg.alpha_iterations,
+                                   intermediate=cfg.alpha_intermediate, deadline=deadline)
+        # the state's bound, in float64
+        a64 = confirm_bound(box.gs, box.lo, box.hi, None, opt_state, deadline=deadline)
+        if box.proved(a64.lower):
+            self.say(f"box {box.k}: proved by alpha-CROWN")
+            return None
+        margin = float(clause_margin(a.lower, box.clause, box.n_clauses))
+        self.say(f"box {box.k}: alpha-CROWN margin {margin:.4g}")
+        return a, opt_state, a64
+
+    def bab(self, box: _Box, a, opt_state, a64, leaf, check):
+        """Branch and bound on the box: input splitting for few inputs (or no ReLUs), else
+        ReLU splitting from alpha-CROWN's bounds and state."""
+        from verifriend.verify.attack import falsify
+
+        cfg, deadline, say, k, spec = self.cfg, self.deadline, self.say, box.k, box.spec
+        graph, g64, input_shape = self.graph, self.g64, self.input_shape
+        if spec.n_inputs <= cfg.input_split_dims or not box.gs.relu_nodes():
+            # (without ReLUs there is nothing else to split)
+            return input_bab(box.gs, box.lo, box.hi, box.clause, deadline=deadline, check=check,
+                             batch=cfg.input_batch,
+                             exact_leaf=None if leaf is None else
+                             lambda blo, bhi, sec, leaf=leaf: leaf(None, sec, box=(blo, bhi)))
+        # BaB keeps CROWN's intermediate bounds and the final-layer alphas
+        return relu_bab(
+            box.gs, box.lo, box.hi, box.clause, a.lower, a.intervals, opt_state,
+            deadline=deadline,
+            config=cfg.bab,
+            exact_leaf=leaf,
+            on_progress=lambda n, size, worst, k=k: say(
+                f"box {k}: {n} domains, {size} open, worst margin {worst:.4g}"),
+            root_intervals64=a64.intervals,
+            attack=lambda xs, steps, spec=spec: falsify(
+                graph, spec, input_shape, candidates=xs.flatten(1), steps=steps, restarts=0,
+                time_budget=min(1.0, deadline.left()), graph64=g64),
+        )
