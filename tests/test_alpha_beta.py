@@ -408,7 +408,7 @@ def test_patch_and_dense_intermediate_rows_agree():
                     [torch.arange(l * R, l * R + R), k + torch.arange(l * R, l * R + R)]
                 )
                 maps = a[:, sel].flatten(0, 1)  # (D * 2R, C, H, W)
-                win = opt._rows_of(maps, windows[j], rw.groups.loc[l : l + 1])[:, 0]
+                win = opt.window_rows(maps, windows[j], rw.groups.loc[l : l + 1])[:, 0]
                 per_loc.append(win.view(a.shape[0], 2 * R, *win.shape[1:]))
             patch_slopes[j] = torch.stack(per_loc, 1)
         got_dense = opt._inner_rows_bound(g, t, dense, p.intervals, slopes)

@@ -51,11 +51,11 @@ from verifriend.bounds.graph import Graph
 from verifriend.bounds.ibp import check_problem, interval_pass, pre_relu_bounds, spec_interval
 from verifriend.bounds.patches import (
     RowGroups,
-    _rows_of,
     backsubstitute_patches,
     group_rows,
     patch_geometry,
     sweep_rows,
+    window_rows,
 )
 from verifriend.bounds.relax import Interval, backsubstitute, interval_rule
 from verifriend.bounds.result import Bounds
@@ -282,7 +282,7 @@ def _inner_init(graph: Graph, p: _Problem, t: int, rw: IntermediateRows) -> dict
     for j in chain:
         if graph.nodes[j].branchable:
             lo, up = p.intervals[graph.nodes[j].inputs[0]]
-            m = _rows_of((up > -lo).to(lo.dtype), windows[j], rw.groups.loc).unsqueeze(2)
+            m = window_rows((up > -lo).to(lo.dtype), windows[j], rw.groups.loc).unsqueeze(2)
             out[j] = m.expand(-1, -1, rows, -1, -1, -1).contiguous()
     return out
 

@@ -144,7 +144,7 @@ def sweep_rows(result: Tensor) -> Tensor:
     return torch.cat([result[..., :R].flatten(1), result[..., R:].flatten(1)], 1)
 
 
-def _rows_of(x: Tensor, win: Window, loc: Tensor) -> Tensor:
+def window_rows(x: Tensor, win: Window, loc: Tensor) -> Tensor:
     """Windows of ``x`` (Bx, C, H, W) at locations ``loc`` (L,) -> (Bx, L, C, Kh, Kw)."""
     C = x.shape[1]
     cols = F.unfold(x, win.kernel, padding=win.padding, stride=win.stride)  # (Bx, C*K, L)
@@ -155,7 +155,7 @@ def _rows_of(x: Tensor, win: Window, loc: Tensor) -> Tensor:
 def _mask(shape, win: Window, loc: Tensor, like: Tensor) -> Tensor:
     """1 where a window position lies inside a feature map of ``shape``, else 0."""
     ones = like.new_ones(1, 1, *shape[1:])
-    return _rows_of(ones, win, loc)
+    return window_rows(ones, win, loc)
 
 
 def _adjoint_matrix(P: Tensor, node: Conv2dNode) -> Tensor:
@@ -259,11 +259,11 @@ def backsubstitute_patches(
             alpha = lower_slopes.get(j) if lower_slopes else None
             if alpha is None:
                 # one unfold of the three slope maps, shared by a location's rows
-                maps = _rows_of(torch.cat([lo, up - lo, icpt], 1), windows[i], loc)
+                maps = window_rows(torch.cat([lo, up - lo, icpt], 1), windows[i], loc)
                 lo, diff, icpt = maps.unsqueeze(2).unflatten(3, (3, -1)).unbind(3)
             else:
                 unstable = ((lower < 0) & (upper > 0)).to(lower.dtype)
-                maps = _rows_of(torch.cat([lo, up, icpt, unstable], 1), windows[i], loc)
+                maps = window_rows(torch.cat([lo, up, icpt, unstable], 1), windows[i], loc)
                 lo, up, icpt, unstable = maps.unsqueeze(2).unflatten(3, (4, -1)).unbind(3)
                 lo = torch.where(unstable > 0, alpha.clamp(0.0, 1.0), lo)
                 diff = up - lo
@@ -274,7 +274,7 @@ def backsubstitute_patches(
     # concretize at the input box
     x_lower, x_upper = intervals[0]
     c, r = (x_lower + x_upper) / 2, (x_upper - x_lower) / 2
-    c, r = _rows_of(c, windows[0], loc), _rows_of(r, windows[0], loc)
+    c, r = window_rows(c, windows[0], loc), window_rows(r, windows[0], loc)
     P = P.flatten(3)
     add((P @ c.flatten(2).unsqueeze(-1) - P.abs() @ r.flatten(2).unsqueeze(-1)).squeeze(-1))
     return bias
