@@ -28,11 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
+from verifriend.app.bnn_verify import load_with_test_set
 from verifriend.bnn.encode import encode
 from verifriend.bnn.export import export_integer
 from verifriend.bnn.formula import CardFormula
 from verifriend.bnn.solvers.native import NativeBackend
-from verifriend.bnn.workflow import load_with_test_set
 
 
 def queries(model_path: Path, eps: float, images: int) -> tuple[object, list[list[int]]]:

@@ -5,7 +5,7 @@
     python benchmarks/bnn_solvers.py MODEL.pt --eps 0.1 --images 100 --backends native,cpsat
 
 The same command as `verifriend bnn bench` (see its --help; the work is in
-`verifriend.bnn.bench`): every backend loads one encoding per network and answers one query per
+`verifriend.app.bnn_bench`): every backend loads one encoding per network and answers one query per
 correctly classified test image under assumptions; solve times, ratios to the native solver,
 and the native solver against itself on a fresh load per query (native-fresh).
 """

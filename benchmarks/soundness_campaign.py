@@ -21,7 +21,7 @@ For every network index ``i`` (deterministic from ``--seed`` and ``i``) the camp
    evaluates a point. In the ``tie-sat`` / ``tie-unsat`` modes the thresholds (or, for
    robustness, the output biases) are then moved so that the property is violated, or
    holds, by a tiny relative margin (1e-7 .. 1e-2 of the output scale);
-4. runs ``verifriend.verify.vnncomp.run_instance(onnx, vnnlib, timeout)`` with a short
+4. runs ``verifriend.app.vnncomp.run_instance(onnx, vnnlib, timeout)`` with a short
    timeout (0.4-2 s, times ``--timeout-scale``), writes the result with ``format_result``
    and reads it back with ``parse_result`` (the round trip must be exact);
 5. resolves the verdict: an ``unsat`` is checked against the oracle; a ``sat``

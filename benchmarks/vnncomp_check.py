@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from verifriend.app.vnncomp import Instance, read_instances, run_instance
 from verifriend.errors import UserError
-from verifriend.verify.vnncomp import Instance, read_instances, run_instance
 
 ROOT = Path(__file__).resolve().parents[2] / "shared" / "vnncomp"
 BENCHMARKS = ("acasxu", "mnistfc", "verivital", "test")
@@ -95,7 +95,7 @@ def run_process(inst: Instance, timeout: float) -> tuple[dict, tuple | None]:
     Returns the record's fields (status, wall-clock time of the whole process, overrun)
     and the counterexample (x, y) read back from the result file, if any.
     """
-    from verifriend.verify.vnncomp import parse_result
+    from verifriend.app.vnncomp import parse_result
 
     exe = Path(sys.executable).with_name("verifriend")
     cmd = ([str(exe)] if exe.exists() else [sys.executable, "-m", "verifriend.cli"])

@@ -11,7 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from verifriend.bnn.bench import (
+from verifriend.app.bnn_bench import (
     BENCH_NETS,
     BenchNet,
     Suite,
@@ -66,7 +66,7 @@ def test_suite_backends_agree_with_enumeration(seed):
 
 
 def test_disagreement_and_bad_models_are_flagged():
-    from verifriend.bnn.bench import _agree
+    from verifriend.app.bnn_bench import _agree
 
     r = run_suite(small_suite(1), ["native", "pysat-gluecard4"], 10.0)
     verdicts = r["backends"]["native"]["verdicts"]
@@ -155,7 +155,7 @@ def test_prepare_net_loads_a_matching_recipe_and_retrains_another(tmp_path, monk
         save_bnn(model, out, meta={"dataset": dataset, **(meta or {})})
         return {"test_acc": 0.5, "train_s": 0.0}
 
-    monkeypatch.setattr("verifriend.bnn.workflow.train_and_save", fake_train)
+    monkeypatch.setattr("verifriend.app.bnn_train.train_and_save", fake_train)
     net = BENCH_NETS["digits"]
     path = prepare_net(net, tmp_path, log=lambda s: None)
     assert path.exists() and len(calls) == 1
@@ -207,7 +207,7 @@ def test_reuse_benchmark_script(tmp_path, capsys):
 
 
 def test_prepare_nets_trains_in_worker_processes_with_epoch_lines(tmp_path, monkeypatch):
-    from verifriend.bnn import bench
+    from verifriend.app import bnn_bench as bench
 
     tiny = {n: BenchNet(n, "digits", "digits", (0.05,), 0.05, 2, 1e-4, 1e-4, limit=150)
             for n in ("tiny-a", "tiny-b")}

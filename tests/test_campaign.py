@@ -12,14 +12,14 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
+from verifriend.app import campaign
+from verifriend.app.campaign import read_results, run_campaign, summarize
+from verifriend.app.train import train_and_save
 from verifriend.cli import app
 from verifriend.data import load_dataset, select_per_class
 from verifriend.errors import UserError
 from verifriend.train import TrainConfig
-from verifriend.verify import campaign
-from verifriend.verify.campaign import read_results, run_campaign, summarize
 from verifriend.verify.result import STATUSES, Verdict
-from verifriend.workflows import train_and_save
 
 runner = CliRunner()
 
@@ -217,7 +217,7 @@ def test_cli_table_json_and_default_out(ckpt, monkeypatch):
 KILL_VAR = "VF_TEST_KILL_AFTER"
 _CLI = """
 import os, signal, sys
-from verifriend.verify import campaign
+from verifriend.app import campaign
 kill_after = os.environ.get("VF_TEST_KILL_AFTER")
 out = sys.argv[sys.argv.index("--out") + 1]
 real = campaign.verify_spec

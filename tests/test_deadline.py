@@ -16,6 +16,7 @@ import pytest
 import torch
 from torch import nn
 
+from verifriend.app.vnncomp import parse_result, run_instance
 from verifriend.bounds.alpha_crown import alpha_crown
 from verifriend.bounds.beta_crown import beta_crown
 from verifriend.bounds.crown import crown
@@ -29,7 +30,6 @@ from verifriend.verify.bab import relu_bab
 from verifriend.verify.input_split import input_bab
 from verifriend.verify.milp import encodable
 from verifriend.verify.verifier import VerifierConfig, outward_box, verify_spec
-from verifriend.verify.vnncomp import parse_result, run_instance
 
 SOUNDNESS_DATA = Path(__file__).parent / "data" / "soundness"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from verifriend.demo import DemoConfig, run_demo
+from verifriend.app.demo import DemoConfig, run_demo
 
 
 def test_demo_writes_results_report_and_chart(tmp_path):

@@ -7,9 +7,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from verifriend.app.experiment import parse_experiment
 from verifriend.cli import app
 from verifriend.errors import UserError
-from verifriend.experiment import parse_experiment
 from verifriend.metrics.paper import paper_markdown, paper_rows, radar_scores
 
 
@@ -97,7 +97,7 @@ evaluate: {eps: [0.01, 0.03], per_class: 1, timeout: 2, pgd_steps: 5}
 def test_shipped_recipes_parse():
     from pathlib import Path
 
-    from verifriend.experiment import load_experiment
+    from verifriend.app.experiment import load_experiment
 
     recipes = sorted((Path(__file__).parent.parent / "experiments").glob("*.yaml"))
     assert len(recipes) >= 4

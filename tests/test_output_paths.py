@@ -13,11 +13,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from verifriend.cli import app
-from verifriend.data.datasets import Dataset
-from verifriend.errors import UserError
-from verifriend.models import build_model, save_model
-from verifriend.outputs import (
+from verifriend.app.outputs import (
     check_out_dir,
     check_out_file,
     file_mode,
@@ -26,6 +22,10 @@ from verifriend.outputs import (
     write_json_atomic,
     write_text_atomic,
 )
+from verifriend.cli import app
+from verifriend.data.datasets import Dataset
+from verifriend.errors import UserError
+from verifriend.models import build_model, save_model
 from verifriend.train import TrainConfig
 from verifriend.verify.result import Verdict
 
@@ -108,28 +108,28 @@ evaluate: {eps: [0.02], per_class: 1, timeout: 1, pgd_steps: 1}
 
 DIR_COMMANDS = {
     "train": (lambda p, t: ["train", "--arch", "fc_1x20", "--epochs", "1", "--out", str(p)],
-              ["verifriend.data:load_dataset", "verifriend.workflows:train_and_save"],
+              ["verifriend.data:load_dataset", "verifriend.app.train:train_and_save"],
               "model.pt"),
     "demo": (lambda p, t: ["demo", "--epochs", "1", "--out", str(p)],
-             ["verifriend.demo:load_dataset", "verifriend.demo:train_and_save"], "results.json"),
+             ["verifriend.app.demo:load_dataset", "verifriend.app.demo:train_and_save"], "results.json"),
     "experiment": (lambda p, t: ["experiment", str(t / "r.yaml"), "--out", str(p)],
-                   ["verifriend.data:load_dataset", "verifriend.workflows:train_and_save"],
+                   ["verifriend.data:load_dataset", "verifriend.app.train:train_and_save"],
                    "table.md"),
 }
 
 FILE_COMMANDS = {
     "export": (lambda p, t: ["export", str(t / "missing.pt"), str(p)],
                ["verifriend.models:load_model", "verifriend.models:export_onnx"]),
-    "verify": (None, ["verifriend.data:load_dataset", "verifriend.verify.campaign:verify_spec"]),
+    "verify": (None, ["verifriend.data:load_dataset", "verifriend.app.campaign:verify_spec"]),
     "vnncomp": (lambda p, t: ["vnncomp", str(t / "n.onnx"), str(t / "p.vnnlib"), "--out", str(p)],
-                ["verifriend.verify.vnncomp:run_instance"]),
+                ["verifriend.app.vnncomp:run_instance"]),
     "bnn-train": (lambda p, t: ["bnn", "train", "--arch", "32,16", "--dataset", "digits",
                                 "--epochs", "1", "--out", str(p)],
-                  ["verifriend.bnn.workflow:load_data", "verifriend.bnn.workflow:train_bnn"]),
+                  ["verifriend.app.bnn_train:load_data", "verifriend.app.bnn_train:train_bnn"]),
     "bnn-verify-log": (lambda p, t: ["bnn", "verify", str(t / "missing.pt"), "--log", str(p)],
-                       ["verifriend.bnn.workflow:load_with_test_set"]),
+                       ["verifriend.app.bnn_verify:load_with_test_set"]),
     "bnn-bench-out": (lambda p, t: ["bnn", "bench", str(t / "missing.pt"), "--out", str(p)],
-                      ["verifriend.bnn.bench:run_bench"]),
+                      ["verifriend.app.bnn_bench:run_bench"]),
 }
 
 
@@ -217,11 +217,11 @@ def test_verify_default_results_file_that_is_a_directory(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("kind", ["file", "below-file", "unwritable"])
 def test_evaluate_log_folder_is_checked_before_work(kind, tmp_path, monkeypatch, ckpt):
-    from verifriend.workflows import evaluate_checkpoint
+    from verifriend.app.evaluate import evaluate_checkpoint
 
     bad = _bad_path(kind, tmp_path)
-    forbid(monkeypatch, "verifriend.workflows:load_dataset",
-           "verifriend.workflows:evaluate_friendliness")
+    forbid(monkeypatch, "verifriend.app.evaluate:load_dataset",
+           "verifriend.app.evaluate:evaluate_friendliness")
     before = snapshot(tmp_path)
     with pytest.raises(UserError, match=str(bad)):
         evaluate_checkpoint(ckpt, [0.1], timeout=1, log_dir=bad, progress=False)
@@ -232,8 +232,8 @@ def test_evaluate_cli_log_that_is_a_directory(tmp_path, monkeypatch):
     model = make_checkpoint(tmp_path / "m.pt")
     log = tmp_path / "m.eps0.1.t1.verify.jsonl"
     log.mkdir()
-    forbid(monkeypatch, "verifriend.workflows:load_dataset",
-           "verifriend.workflows:evaluate_friendliness")
+    forbid(monkeypatch, "verifriend.app.evaluate:load_dataset",
+           "verifriend.app.evaluate:evaluate_friendliness")
     before = snapshot(tmp_path)
     assert_refused(runner.invoke(app, ["evaluate", str(model), "--eps", "0.1", "--timeout", "1"]),
                    log)
@@ -255,14 +255,14 @@ def test_failed_vnncomp_run_leaves_no_result_file(tmp_path, monkeypatch):
     def crash(*a, **k):
         raise RuntimeError("verifier crashed")
 
-    monkeypatch.setattr("verifriend.verify.vnncomp.run_instance", crash)
+    monkeypatch.setattr("verifriend.app.vnncomp.run_instance", crash)
     r = runner.invoke(app, ["vnncomp", "n.onnx", "p.vnnlib", "--out", str(out)])
     assert r.exit_code == 1 and isinstance(r.exception, RuntimeError)
     assert not out.exists()
 
 
 def test_vnncomp_writes_its_result_atomically_with_an_ordinary_mode(tmp_path, monkeypatch):
-    monkeypatch.setattr("verifriend.verify.vnncomp.run_instance",
+    monkeypatch.setattr("verifriend.app.vnncomp.run_instance",
                         lambda model, spec, timeout, **kw: Verdict("unsat", 0.25))
     out = tmp_path / "new" / "result.txt"
     old = os.umask(0o027)
@@ -361,19 +361,19 @@ def test_failed_training_removes_the_folders_it_made(tmp_path, monkeypatch):
     def crash(*a, **k):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr("verifriend.workflows.train_model", crash)
+    monkeypatch.setattr("verifriend.app.train.train_model", crash)
     out = tmp_path / "runs" / "a"
     r = runner.invoke(app, ["train", "--arch", "fc_1x20", "--epochs", "1", "--out", str(out)])
     assert r.exit_code == 1 and isinstance(r.exception, RuntimeError)
     assert list(tmp_path.iterdir()) == []
 
     # Ctrl-C: the same; a folder that was there before stays, with its files
-    from verifriend.workflows import train_and_save
+    from verifriend.app.train import train_and_save
 
     def interrupt(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("verifriend.workflows.train_model", interrupt)
+    monkeypatch.setattr("verifriend.app.train.train_model", interrupt)
     with pytest.raises(KeyboardInterrupt):
         train_and_save("fc_1x20", data, TrainConfig(epochs=1), out, progress=False)
     assert list(tmp_path.iterdir()) == []
@@ -389,7 +389,7 @@ def test_failed_bnn_training_removes_the_folder_it_made(tmp_path, monkeypatch):
     def crash(*a, **k):
         raise RuntimeError("diverged")
 
-    monkeypatch.setattr("verifriend.bnn.workflow.train_bnn", crash)
+    monkeypatch.setattr("verifriend.app.bnn_train.train_bnn", crash)
     r = runner.invoke(app, ["bnn", "train", "--arch", "32,16", "--dataset", "digits",
                             "--epochs", "1", "--limit", "50", "--out",
                             str(tmp_path / "new" / "m.pt")])
@@ -398,7 +398,7 @@ def test_failed_bnn_training_removes_the_folder_it_made(tmp_path, monkeypatch):
 
 
 def test_failed_new_campaign_leaves_no_log_and_no_folder(tmp_path, monkeypatch):
-    from verifriend.verify.campaign import read_results, run_campaign
+    from verifriend.app.campaign import read_results, run_campaign
 
     data = tiny_data()
     monkeypatch.setattr("verifriend.data.load_dataset", lambda name, data_dir=None: data)

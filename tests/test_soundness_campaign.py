@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from verifriend.verify import vnncomp
+from verifriend.app import vnncomp
 from verifriend.verify.result import Verdict
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "soundness_campaign.py"

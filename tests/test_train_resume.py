@@ -94,10 +94,10 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path):
 
 
 def test_recipe_phases_resume_after_a_crash_in_a_later_phase(tmp_path, monkeypatch):
+    from verifriend.app.train import train_and_save
     from verifriend.data import load_dataset
     from verifriend.train import TrainConfig, trainer
     from verifriend.train.recipe import load_recipe
-    from verifriend.workflows import train_and_save
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text("phases:\n  - {method: natural, epochs: 1}\n"

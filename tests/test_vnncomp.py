@@ -14,10 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from verifriend.app.vnncomp import format_result, parse_result, read_instances, run_instance
 from verifriend.cli import app
 from verifriend.errors import UserError
 from verifriend.verify.result import Verdict
-from verifriend.verify.vnncomp import format_result, parse_result, read_instances, run_instance
 
 VNNCOMP = Path(__file__).resolve().parents[2] / "shared" / "vnncomp"
 TEST_DIR = VNNCOMP / "test"

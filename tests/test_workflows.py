@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from verifriend.app.train import train_and_save
 from verifriend.data import load_dataset
 from verifriend.train import TrainConfig
-from verifriend.workflows import train_and_save
 
 
 def _weights(tmp_path, name, seed):

@@ -103,7 +103,7 @@ def _f(v: float):
 
 def _verify_and_resolve(inst: Instance, files, ort_net: OrtNet, layers, acts, answer: str,
                         info: dict) -> dict:
-    from verifriend.verify.vnncomp import format_result, parse_result, run_instance
+    from verifriend.app.vnncomp import format_result, parse_result, run_instance
 
     prop, scale = inst.prop, inst.scale
     out: dict = {"wrong": False}

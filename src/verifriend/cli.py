@@ -58,7 +58,7 @@ def demo(
     seed: int = 0,
 ) -> None:
     """Train a natural and an NBC network on real MNIST and compare their verification-friendliness."""
-    from verifriend.demo import DemoConfig, run_demo
+    from verifriend.app.demo import DemoConfig, run_demo
 
     run_demo(DemoConfig(dataset=dataset, data_dir=data_dir, epochs=epochs, train_eps=train_eps,
                         eval_eps=eps, per_class=per_class, verify_timeout=verify_timeout,
@@ -86,10 +86,10 @@ def train(
     """Train a zoo architecture with a (verification-friendly) training method.
 
     A run started again with the same --out and options resumes after its last finished epoch."""
+    from verifriend.app.train import check_train_out, train_and_save
     from verifriend.data import load_dataset
     from verifriend.train import TrainConfig
     from verifriend.train.recipe import load_recipe
-    from verifriend.workflows import check_train_out, train_and_save
 
     cfg = TrainConfig.from_dict({"method": "+".join(method), "epochs": epochs, "eps": eps, "lr": lr, "batch_size": batch_size,
                                      "limit": limit, "seed": seed, "device": device})
@@ -119,8 +119,8 @@ def evaluate(
     with --timeout, by the complete verifier (UNSAT/SAT/timeout %, time, time over UNSAT+timeout).
 
     The verifier's per-property log sits next to the model, so an interrupted run resumes."""
+    from verifriend.app.evaluate import evaluate_checkpoint
     from verifriend.metrics.report import comparison_table
-    from verifriend.workflows import evaluate_checkpoint
 
     result = evaluate_checkpoint(model, eps, per_class=per_class, data_dir=data_dir, pgd_steps=pgd_steps,
                                  timeout=timeout, progress=not json_out, test_limit=test_limit)
@@ -144,7 +144,7 @@ def experiment(
     paper's protocol: UNSAT %, Stable %, Time, Time over UNSAT+timeout, PGD and clean accuracy).
 
     Running the same command again resumes an interrupted experiment."""
-    from verifriend.experiment import load_experiment, run_experiment
+    from verifriend.app.experiment import load_experiment, run_experiment
 
     exp = load_experiment(recipe, dataset=dataset, arch=arch)
     run_experiment(exp, out, data_dir=data_dir, console=console)
@@ -158,8 +158,8 @@ def export(
     onnx_path: Annotated[Path, typer.Argument(help="Where to write the ONNX file.")],
 ) -> None:
     """Export a verifriend model to ONNX (normalization included)."""
+    from verifriend.app.outputs import check_out_file
     from verifriend.models import export_onnx, load_model
-    from verifriend.outputs import check_out_file
 
     check_out_file(onnx_path, "the ONNX file")
     net, meta = load_model(model)
@@ -179,7 +179,7 @@ def bounds(
     """Bound a.Y - b for every output constraint a.Y >= b of the spec, in file order."""
     from rich.table import Table
 
-    from verifriend.specs.bounding import bound_files
+    from verifriend.app.bounds import bound_files
 
     result = bound_files(model, spec, method, iterations)
     if json_out:
@@ -209,8 +209,8 @@ def vnncomp(
     none."""
     import time
 
-    from verifriend.outputs import check_out_file, remove_file, write_text_atomic
-    from verifriend.verify.vnncomp import format_result, run_instance
+    from verifriend.app.outputs import check_out_file, remove_file, write_text_atomic
+    from verifriend.app.vnncomp import format_result, run_instance
 
     check_out_file(out, "--out")
     remove_file(out, "result file")  # a failed or killed run must leave no (stale) verdict
@@ -239,7 +239,7 @@ def verify(
     """Verify Linf robustness of test images with the complete verifier; resumes a killed run."""
     from rich.table import Table
 
-    from verifriend.verify.campaign import (
+    from verifriend.app.campaign import (
         check_results_file,
         check_settings,
         default_out,
@@ -317,8 +317,8 @@ def bnn_train(
     threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads (on a busy 2-core machine 1 trained conv-small ~5x faster than 2).")] = None,
 ) -> None:
     """Train a BNN (BinMask, cardinality-bound decay, adaptive gradient cancelling, PGD)."""
+    from verifriend.app.bnn_train import train_and_save
     from verifriend.bnn.train import BNNTrainConfig
-    from verifriend.bnn.workflow import train_and_save
 
     if threads is not None:
         import torch
@@ -356,7 +356,7 @@ def bnn_verify(
     """Exact robustness verification of a BNN: one SAT encoding, one query per image."""
     from rich.progress import Progress
 
-    from verifriend.bnn.workflow import verify_model
+    from verifriend.app.bnn_verify import verify_model
 
     with Progress(console=err_console, transient=True, disable=json_out) as bar:
         task = bar.add_task("verifying", total=limit)
@@ -411,8 +411,8 @@ def bnn_bench(
     image (assumptions). native-fresh answers each query on a newly loaded solver: the gain of
     reusing one encoding. Unknown queries count at the time limit (ratios are lower bounds).
     """
-    from verifriend.bnn.bench import format_summary, run_bench, slim, write_json
-    from verifriend.outputs import check_out_file
+    from verifriend.app.bnn_bench import format_summary, run_bench, slim, write_json
+    from verifriend.app.outputs import check_out_file
 
     if out is not None:
         check_out_file(out, "--out")  # before the benchmark runs

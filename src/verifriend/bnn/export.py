@@ -190,7 +190,7 @@ def bound_stats(net: IntBNN) -> dict:
 def save_bnn(model: BNN, path: str | Path, meta: dict | None = None) -> Path:
     """torch.save of the state, the spec, alpha and ``meta`` (training config, figures),
     written atomically (a reader never sees half a file)."""
-    from verifriend.outputs import save_torch_atomic
+    from verifriend.app.outputs import save_torch_atomic
 
     return save_torch_atomic(path, {"format": FORMAT, "version": VERSION,
                                     "spec": model.spec.to_dict(), "state": model.state_dict(),

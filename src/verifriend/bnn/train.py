@@ -29,7 +29,7 @@
 After training, every BatchNorm's running statistics are recomputed on the training set
 (`layers.recompute_batchnorm`). Runs are seeded and deterministic on CPU.
 
-The command line is ``verifriend bnn train`` (`verifriend.bnn.workflow.train_and_save`).
+The command line is ``verifriend bnn train`` (`verifriend.app.bnn_train.train_and_save`).
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from rich.table import Table
 
-# the atomic writers live in verifriend.outputs; re-exported for existing callers
-from verifriend.outputs import write_json_atomic, write_text_atomic
+# the atomic writers live in verifriend.app.outputs; re-exported for existing callers
+from verifriend.app.outputs import write_json_atomic, write_text_atomic
 
 __all__ = ["DEMO_METRICS", "bar_chart", "comparison_table", "markdown_table", "save_figure",
            "write_json_atomic", "write_text_atomic"]
@@ -85,7 +85,7 @@ def save_figure(fig, ax, path: str | os.PathLike, title: str = "", legend: dict 
     """Title, legend, tight layout, write ``path`` (120 dpi, atomically) and close the figure."""
     import matplotlib.pyplot as plt
 
-    from verifriend.outputs import write_bytes_atomic
+    from verifriend.app.outputs import write_bytes_atomic
 
     if title:
         ax.set_title(title)

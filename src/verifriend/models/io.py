@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from verifriend.app.outputs import atomic_write, save_torch_atomic
 from verifriend.errors import UserError
 from verifriend.models.zoo import build_model
-from verifriend.outputs import atomic_write, save_torch_atomic
 
 FORMAT = "verifriend-model"
 VERSION = 1

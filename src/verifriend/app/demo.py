@@ -7,12 +7,13 @@ from pathlib import Path
 
 from rich.console import Console
 
+from verifriend.app.evaluate import complete_verification
+from verifriend.app.outputs import output_dir, write_json_atomic, write_text_atomic
+from verifriend.app.train import check_eps, train_and_save, train_files
 from verifriend.data import load_dataset, select_per_class
 from verifriend.metrics import evaluate_friendliness
 from verifriend.metrics.report import bar_chart, comparison_table, markdown_table
-from verifriend.outputs import output_dir, write_json_atomic, write_text_atomic
 from verifriend.train import TrainConfig
-from verifriend.workflows import check_eps, complete_verification, train_and_save, train_files
 
 METHODS = ("natural", "nbc")
 

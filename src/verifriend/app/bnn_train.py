@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from verifriend.bnn.encode import encode
-from verifriend.bnn.export import bound_stats, export_integer, load_bnn, save_bnn
+from verifriend.app.outputs import check_out_file, output_dir, write_json_atomic
+from verifriend.bnn.export import bound_stats, export_integer, save_bnn
 from verifriend.bnn.layers import BNN, BNNSpec
-from verifriend.bnn.solvers import make_backend
 from verifriend.bnn.train import (
     BNNTrainConfig,
     config_dict,
@@ -21,9 +18,7 @@ from verifriend.bnn.train import (
     robust_accuracy,
     train_bnn,
 )
-from verifriend.bnn.verify import ImageVerdict, verify_dataset
 from verifriend.errors import UserError
-from verifriend.outputs import check_out_file, output_dir, write_json_atomic, write_text_atomic
 
 
 def load_data(dataset: str, data_dir: str | None = None):
@@ -121,67 +116,3 @@ def _train(arch: str, dataset: str, cfg: BNNTrainConfig, out: Path, *, step, spa
     write_json_atomic(out.with_suffix(".json"), {"summary": summary, "history": history},
                       indent=1, default=float)
     return summary
-
-
-def load_with_test_set(model_path: Path, dataset: str | None = None,
-                       data_dir: str | None = None) -> tuple[BNN, str, torch.Tensor, torch.Tensor]:
-    """A saved BNN, its data set's name (given, or the one it was trained on) and test set."""
-    model = load_bnn(model_path)
-    dataset = dataset or model.meta.get("dataset")
-    if not dataset:
-        raise UserError(f"{model_path} does not record its data set; pass --dataset.")
-    _, _, xte, yte, shape, _ = load_data(dataset, data_dir)
-    if tuple(shape) != tuple(model.spec.input_shape):
-        raise UserError(f"{dataset} images are {tuple(shape)}, {model_path} reads "
-                        f"{tuple(model.spec.input_shape)}.")
-    return model, dataset, xte, yte
-
-
-def verify_model(
-    model_path: Path,
-    eps: float,
-    *,
-    solver: str = "native",
-    timeout: float | None = None,
-    limit: int | None = None,
-    dataset: str | None = None,
-    data_dir: str | None = None,
-    pgd_steps: int = 20,
-    log: Path | None = None,
-    progress: Callable[[int, ImageVerdict], None] | None = None,
-) -> dict:
-    """Exact verification of a saved BNN on the test set: verdicts, times, accuracies, bounds."""
-    if eps < 0:
-        raise UserError(f"--eps must be >= 0, got {eps}.")
-    if timeout is not None and not timeout > 0:
-        raise UserError(f"--timeout must be > 0 seconds, got {timeout}.")
-    if limit is not None and limit < 1:
-        raise UserError(f"--limit must be at least 1 image, got {limit}.")
-    if pgd_steps < 0:
-        raise UserError(f"--pgd-steps must be >= 0, got {pgd_steps}.")
-    if log is not None:
-        log = check_out_file(log, "--log")
-    model, dataset, xte, yte = load_with_test_set(model_path, dataset, data_dir)
-    if limit is not None:
-        xte, yte = xte[:limit], yte[:limit]
-    net = export_integer(model)
-    backend = make_backend(solver)
-    enc = encode(net)
-    summary = verify_dataset(net, backend, xte.numpy().astype(np.float64), yte.numpy(), eps,
-                             time_limit=timeout, encoded=enc, progress=progress)
-    backend.close()
-    result = summary.as_dict()
-    verdicts = result.pop("verdicts")
-    if log is not None:
-        write_text_atomic(log, "".join(json.dumps(v) + "\n" for v in verdicts))
-    clean = float((net.predict(net.quantize(xte.numpy())) == yte.numpy()).mean())
-    result.update({
-        "model": str(model_path), "dataset": dataset, "natural_accuracy": clean,
-        "pgd_accuracy": robust_accuracy(model, xte, yte, eps, steps=pgd_steps) if eps > 0
-        else clean,
-        "pgd_steps": pgd_steps, "sparsity": model.sparsity(), "bounds": bound_stats(net),
-        "formula": {"vars": enc.formula.num_vars, "cards": len(enc.formula.cards),
-                    "clauses": len(enc.formula.clauses)},
-    })
-    return result
-

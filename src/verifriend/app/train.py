@@ -1,4 +1,4 @@
-"""Multi-step jobs shared by the CLI and the demo: train-and-save, evaluate a checkpoint."""
+"""The `train` job: build a zoo model, train it (phases of a recipe too), checkpoint every epoch, resume."""
 
 from __future__ import annotations
 
@@ -7,14 +7,12 @@ import time
 from pathlib import Path
 
 import torch
-from rich.console import Console
 from torch import nn
 
-from verifriend.data import Dataset, load_dataset, select_per_class
+from verifriend.app.outputs import check_out_dir, output_dir, save_torch_atomic, write_json_atomic
+from verifriend.data import Dataset
 from verifriend.errors import UserError
-from verifriend.metrics import evaluate_friendliness
 from verifriend.models import build_model, load_model, save_model
-from verifriend.outputs import check_out_dir, output_dir, save_torch_atomic, write_json_atomic
 from verifriend.train import TrainConfig, train_model
 from verifriend.train.trainer import TrainState
 
@@ -154,82 +152,3 @@ def _load_state(path: Path, meta: dict) -> tuple[int, TrainState] | None:
         raise UserError(f"{path.parent} holds a run with another arch, data set or config; "
                         "use another --out directory (or delete it) to start a new run.")
     return state
-
-
-def complete_verification(ckpt: str | Path, eps: float, timeout: float, per_class: int,
-                          jsonl: str | Path, *, data_dir: str | None = None, seed: int = 0,
-                          progress: bool = True) -> dict:
-    """The complete verifier on ``per_class`` test images per class (a resumable campaign
-    logged to ``jsonl``): UNSAT / SAT / timeout %, mean time, mean time over UNSAT+timeout."""
-    from verifriend.verify.campaign import run_campaign
-
-    res = run_campaign(ckpt, eps=eps, timeout=timeout, per_class=per_class, data_dir=data_dir,
-                       out_jsonl=jsonl, seed=seed, progress=progress)
-    s = res.summary
-    return {"unsat_pct": s["unsat_pct"], "sat_pct": s["sat_pct"],
-            "timeout_pct": s["timeout_pct"], "misclassified_pct": s["misclassified_pct"],
-            "verify_time_s": s["mean_time_s"],
-            "verify_time_unsat_timeout_s": s["mean_time_unsat_timeout_s"],
-            "verify_log": str(jsonl)}
-
-
-def evaluate_checkpoint(
-    path: str | Path,
-    eps_list: list[float],
-    *,
-    per_class: int = 10,
-    data_dir: str | None = None,
-    pgd_steps: int = 100,
-    timeout: float = 0.0,
-    log_dir: str | Path | None = None,
-    progress: bool = True,
-    test_limit: int | None = None,
-) -> dict:
-    """Friendliness metrics of a saved model at each radius, on its own data set's test split.
-
-    With ``timeout`` > 0 every property also goes to the complete verifier (that many
-    seconds each); its campaign log, ``<model>.eps<E>.t<T>.verify.jsonl`` in ``log_dir``
-    (default: the model's folder), lets an interrupted evaluation resume. ``test_limit``
-    measures clean and PGD accuracy on the first N test images only (PGD-100 over a whole
-    test set dominates a reduced-scale evaluation); the properties are unaffected.
-    """
-    for e in eps_list:
-        check_eps(e)
-    if per_class < 1:
-        raise UserError(f"--per-class must be at least 1, got {per_class}.")
-    if not timeout >= 0:
-        raise UserError(f"--timeout must be >= 0 seconds, got {timeout}.")
-    if test_limit is not None and test_limit < 1:
-        raise UserError(f"--test-limit must be at least 1, got {test_limit}.")
-    path = Path(path)
-    model, meta = load_model(path)
-    logs = Path(log_dir) if log_dir is not None else path.parent
-    if timeout > 0:  # the campaign logs' places, before any work
-        from verifriend.verify.campaign import check_results_file
-
-        check_out_dir(logs, "the log folder")
-        for e in eps_list:
-            check_results_file(_log_path(logs, path, e, timeout), "the verifier log")
-    data = load_dataset(meta["dataset"], data_dir)
-    idx = select_per_class(data.y_test, per_class)
-    results = []
-    say = Console(stderr=True).print if progress else (lambda *a: None)
-    for e in eps_list:
-        n_acc = len(data.x_test) if test_limit is None else min(test_limit, len(data.x_test))
-        say(f"eps {e:g}: clean and PGD-{pgd_steps} accuracy on {n_acc} test images, bounds on "
-            f"{len(idx)} properties ...")
-        r = evaluate_friendliness(model, data.x_test, data.y_test, idx, e,
-                                  pgd_steps=pgd_steps, accuracy_limit=test_limit).to_dict()
-        if timeout > 0:
-            with output_dir(logs, check=False):
-                r.update(complete_verification(path, e, timeout, per_class,
-                                               _log_path(logs, path, e, timeout),
-                                               data_dir=data_dir, progress=progress))
-        results.append(r)
-    return {"model": str(path), "arch": meta["arch"], "dataset": data.display_name,
-            "per_class": per_class, "timeout": timeout, "test_limit": test_limit,
-            "results": results}
-
-
-def _log_path(logs: Path, model: Path, eps: float, timeout: float) -> Path:
-    return logs / f"{model.stem}.eps{eps:g}.t{timeout:g}.verify.jsonl"

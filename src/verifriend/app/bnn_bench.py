@@ -111,8 +111,8 @@ def prepare_net(net: BenchNet, models_dir: Path, *, data_dir: str | None = None,
     """The trained model of `net` in `models_dir`: loaded when its saved recipe matches, else
     trained now (`workflow.train_and_save`) and saved there. Without a progress bar, a log
     line per epoch."""
+    from verifriend.app.bnn_train import train_and_save
     from verifriend.bnn.train import BNNTrainConfig
-    from verifriend.bnn.workflow import train_and_save
 
     path = models_dir / f"{net.name}.pt"
     if _cached(net, path):
@@ -153,7 +153,7 @@ def prepare_nets(names: list[str], models_dir: Path, *, data_dir: str | None = N
 
     todo = [n for n in names if not _cached(BENCH_NETS[n], models_dir / f"{n}.pt")]
     if todo:  # nets to train: their folder must take them, said before any training
-        from verifriend.outputs import check_out_dir
+        from verifriend.app.outputs import check_out_dir
 
         check_out_dir(models_dir, "--models-dir", files=[f"{n}.pt" for n in todo])
     failed: set[str] = set()
@@ -351,7 +351,7 @@ def slim(out: dict) -> dict:
 
 def write_json(out: dict, path: Path) -> None:
     """``out`` as JSON at ``path``, written atomically."""
-    from verifriend.outputs import write_json_atomic
+    from verifriend.app.outputs import write_json_atomic
 
     write_json_atomic(path, out, indent=1, default=float)
 
@@ -374,8 +374,8 @@ def suites_for(models: list[tuple[str, Path]], radii: list[float] | None, images
     model its training eps (0.1 when unrecorded); `default_images`: per-name image counts
     when `images` is None (else 100).
     """
+    from verifriend.app.bnn_verify import load_with_test_set
     from verifriend.bnn.export import export_integer
-    from verifriend.bnn.workflow import load_with_test_set
 
     suites = []
     for name, path in models:

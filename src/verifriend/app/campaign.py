@@ -171,7 +171,7 @@ def check_results_file(path: str | os.PathLike, what: str = "--out") -> Path:
     place, or an existing non-empty file that is not a verifriend campaign log (a campaign
     never overwrites a file it did not write). A log for other settings is refused later,
     by :func:`run_campaign`, once the model's hash is known."""
-    from verifriend.outputs import check_out_file
+    from verifriend.app.outputs import check_out_file
 
     path = check_out_file(path, what, append=True)
     try:
@@ -198,7 +198,7 @@ def check_results_file(path: str | os.PathLike, what: str = "--out") -> Path:
 
 
 def _rewrite(path: Path, header: dict | None, lines: list[dict]) -> None:
-    from verifriend.outputs import write_text_atomic
+    from verifriend.app.outputs import write_text_atomic
 
     rows = ([header] if header is not None else []) + lines
     write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
@@ -214,7 +214,7 @@ def _append(f, obj: dict) -> None:
 def _discard_if_unused(out: Path, fresh: bool) -> Iterator[None]:
     """Create ``out``'s folder for the block; if the block fails, a log this run started that
     holds no property yet is removed, and so are the folders made for it."""
-    from verifriend.outputs import output_dir
+    from verifriend.app.outputs import output_dir
 
     with output_dir(out.parent, check=False):
         try:

@@ -29,9 +29,9 @@ from pathlib import Path
 
 from rich.console import Console
 
+from verifriend.app.outputs import check_out_dir, output_dir, write_json_atomic, write_text_atomic
 from verifriend.errors import UserError
 from verifriend.metrics.paper import paper_csv, paper_markdown, radar_chart, unsat_curve
-from verifriend.outputs import check_out_dir, output_dir, write_json_atomic, write_text_atomic
 from verifriend.train import TrainConfig
 from verifriend.train.recipe import read_yaml, recipe_phases
 
@@ -103,8 +103,8 @@ def run_experiment(exp: Experiment, out: str | Path, *, data_dir: str | None = N
                    console: Console | None = None) -> dict:
     """Train and evaluate every method of ``exp`` under ``out``; write results.json,
     table.md, results.csv, radar_eps<E>.png and unsat_vs_eps.png there."""
-    from verifriend.verify.campaign import check_results_file
-    from verifriend.workflows import train_files
+    from verifriend.app.campaign import check_results_file
+    from verifriend.app.train import train_files
 
     ev = exp.evaluate
     files = ["results.json", "table.md", "results.csv", "unsat_vs_eps.png",
@@ -121,8 +121,9 @@ def run_experiment(exp: Experiment, out: str | Path, *, data_dir: str | None = N
 
 
 def _run(exp: Experiment, out: Path, data_dir: str | None, console: Console) -> dict:
+    from verifriend.app.evaluate import evaluate_checkpoint
+    from verifriend.app.train import train_and_save
     from verifriend.data import load_dataset
-    from verifriend.workflows import evaluate_checkpoint, train_and_save
 
     data = load_dataset(exp.dataset, data_dir)
     ev = exp.evaluate
