@@ -11,6 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from verifriend.app.artifacts import save_bnn
 from verifriend.app.bnn_bench import (
     BENCH_NETS,
     BenchNet,
@@ -23,7 +24,6 @@ from verifriend.app.bnn_bench import (
     slim,
     summarize,
 )
-from verifriend.bnn.export import save_bnn
 from verifriend.bnn.integer import random_int_bnn
 from verifriend.bnn.layers import BNN, BNNSpec
 from verifriend.cli import app

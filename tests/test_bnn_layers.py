@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from verifriend.app.artifacts import save_bnn
 from verifriend.bnn.export import (
     bound_stats,
     cardinality_bounds,
     export_integer,
     fold_threshold,
     load_bnn,
-    save_bnn,
 )
 from verifriend.bnn.integer import IntBNN
 from verifriend.bnn.layers import (

@@ -8,8 +8,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from verifriend.app.outputs import write_json_atomic
 from verifriend.cli import app
-from verifriend.metrics.report import write_json_atomic
 
 runner = CliRunner()
 

@@ -7,9 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from verifriend.app.train import train_model
 from verifriend.attack.pgd import pgd_attack
 from verifriend.bounds.result import linf_box
-from verifriend.train import LOSSES, METHODS, TrainConfig, train_model
+from verifriend.train import LOSSES, METHODS, TrainConfig
 from verifriend.train.losses import (
     crown_ibp_loss,
     ibp_loss,

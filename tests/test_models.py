@@ -10,16 +10,15 @@ import pytest
 import torch
 from torch import nn
 
+from verifriend.app.artifacts import export_onnx, save_model
 from verifriend.errors import UserError
 from verifriend.models import (
     Normalize,
     Residual,
     build_model,
     describe_architecture,
-    export_onnx,
     list_architectures,
     load_model,
-    save_model,
 )
 from verifriend.models import io as model_io
 

@@ -22,11 +22,12 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
+from verifriend.app.artifacts import export_onnx
 from verifriend.bounds import compute_bounds
 from verifriend.bounds.frontends.onnx import import_model, load_onnx
 from verifriend.bounds.ops.s_shaped import SigmoidNode, TanhNode, s_shape_relaxation
 from verifriend.errors import UnsupportedLayerError, UserError
-from verifriend.models import build_model, export_onnx, list_architectures
+from verifriend.models import build_model, list_architectures
 
 VNNCOMP = Path(__file__).resolve().parents[2] / "shared" / "vnncomp"
 VNN_FILES = sorted(VNNCOMP.glob("*/onnx/*.onnx")) if VNNCOMP.is_dir() else []

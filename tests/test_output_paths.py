@@ -13,6 +13,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from verifriend.app.artifacts import save_model
 from verifriend.app.outputs import (
     check_out_dir,
     check_out_file,
@@ -25,7 +26,7 @@ from verifriend.app.outputs import (
 from verifriend.cli import app
 from verifriend.data.datasets import Dataset
 from verifriend.errors import UserError
-from verifriend.models import build_model, save_model
+from verifriend.models import build_model
 from verifriend.train import TrainConfig
 from verifriend.verify.result import Verdict
 
@@ -119,7 +120,7 @@ DIR_COMMANDS = {
 
 FILE_COMMANDS = {
     "export": (lambda p, t: ["export", str(t / "missing.pt"), str(p)],
-               ["verifriend.models:load_model", "verifriend.models:export_onnx"]),
+               ["verifriend.app.artifacts:load_model", "verifriend.app.artifacts:export_onnx"]),
     "verify": (None, ["verifriend.data:load_dataset", "verifriend.app.campaign:verify_spec"]),
     "vnncomp": (lambda p, t: ["vnncomp", str(t / "n.onnx"), str(t / "p.vnnlib"), "--out", str(p)],
                 ["verifriend.app.vnncomp:run_instance"]),
@@ -296,7 +297,7 @@ def test_verify_refuses_a_foreign_results_file(content, tmp_path, monkeypatch, c
 
 @pytest.mark.parametrize("umask", [0o022, 0o027, 0o002])
 def test_atomic_writes_get_the_mode_open_would_give(umask, tmp_path):
-    from verifriend.bnn.export import save_bnn
+    from verifriend.app.artifacts import save_bnn
     from verifriend.bnn.layers import BNN, BNNSpec
 
     old = os.umask(umask)

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from verifriend.app.train import train_model
 from verifriend.errors import UserError
 from verifriend.models.layers import Normalize, Residual
 from verifriend.train import (
@@ -18,7 +19,6 @@ from verifriend.train import (
     layer_gammas,
     nbc_loss,
     nbc_score,
-    train_model,
 )
 
 

@@ -119,8 +119,8 @@ def evaluate(
     with --timeout, by the complete verifier (UNSAT/SAT/timeout %, time, time over UNSAT+timeout).
 
     The verifier's per-property log sits next to the model, so an interrupted run resumes."""
+    from verifriend.app.display import comparison_table
     from verifriend.app.evaluate import evaluate_checkpoint
-    from verifriend.metrics.report import comparison_table
 
     result = evaluate_checkpoint(model, eps, per_class=per_class, data_dir=data_dir, pgd_steps=pgd_steps,
                                  timeout=timeout, progress=not json_out, test_limit=test_limit)
@@ -158,12 +158,9 @@ def export(
     onnx_path: Annotated[Path, typer.Argument(help="Where to write the ONNX file.")],
 ) -> None:
     """Export a verifriend model to ONNX (normalization included)."""
-    from verifriend.app.outputs import check_out_file
-    from verifriend.models import export_onnx, load_model
+    from verifriend.app.artifacts import export_checkpoint
 
-    check_out_file(onnx_path, "the ONNX file")
-    net, meta = load_model(model)
-    export_onnx(net, onnx_path, tuple(meta["input_shape"]))
+    export_checkpoint(model, onnx_path)
     console.print(f"wrote {onnx_path}")
 
 

@@ -109,7 +109,7 @@ def _cached(net: BenchNet, path: Path) -> bool:
 def prepare_net(net: BenchNet, models_dir: Path, *, data_dir: str | None = None,
                 log: Callable[[str], None] = print, progress: bool = True) -> Path:
     """The trained model of `net` in `models_dir`: loaded when its saved recipe matches, else
-    trained now (`workflow.train_and_save`) and saved there. Without a progress bar, a log
+    trained now (`bnn_train.train_and_save`) and saved there. Without a progress bar, a log
     line per epoch."""
     from verifriend.app.bnn_train import train_and_save
     from verifriend.bnn.train import BNNTrainConfig

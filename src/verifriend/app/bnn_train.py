@@ -8,8 +8,10 @@ from pathlib import Path
 
 import torch
 
+from verifriend.app.artifacts import save_bnn
+from verifriend.app.display import batch_bars
 from verifriend.app.outputs import check_out_file, output_dir, write_json_atomic
-from verifriend.bnn.export import bound_stats, export_integer, save_bnn
+from verifriend.bnn.export import bound_stats, export_integer
 from verifriend.bnn.layers import BNN, BNNSpec
 from verifriend.bnn.train import (
     BNNTrainConfig,
@@ -90,8 +92,9 @@ def _train(arch: str, dataset: str, cfg: BNNTrainConfig, out: Path, *, step, spa
     model = BNN(BNNSpec(parse_arch(arch), input_shape=shape, num_classes=classes, step=step,
                         sparsity=sparsity), seed=cfg.seed)
     t0 = time.perf_counter()
-    history = train_bnn(model, (xtr, ytr), cfg, test=(xte, yte), progress=progress,
-                        on_epoch_end=on_epoch_end)
+    with batch_bars(progress) as bar:
+        history = train_bnn(model, (xtr, ytr), cfg, test=(xte, yte), progress=bar,
+                            on_epoch_end=on_epoch_end)
     train_s = time.perf_counter() - t0
     net = export_integer(model)
     pred = net.predict(net.quantize(xte.numpy()))

@@ -7,12 +7,14 @@ from pathlib import Path
 
 from rich.console import Console
 
+from verifriend.app.artifacts import write_figure
+from verifriend.app.display import comparison_table
 from verifriend.app.evaluate import complete_verification
 from verifriend.app.outputs import output_dir, write_json_atomic, write_text_atomic
 from verifriend.app.train import check_eps, train_and_save, train_files
 from verifriend.data import load_dataset, select_per_class
 from verifriend.metrics import evaluate_friendliness
-from verifriend.metrics.report import bar_chart, comparison_table, markdown_table
+from verifriend.metrics.report import bar_chart, markdown_table
 from verifriend.train import TrainConfig
 
 METHODS = ("natural", "nbc")
@@ -71,7 +73,7 @@ def _run(cfg: DemoConfig, out: Path, console: Console) -> dict:
     results = {"demo": {**cfg.__dict__, "dataset": data.display_name, "n_properties": len(idx)},
                "models": models}
     write_json_atomic(out / "results.json", results)
-    bar_chart(models, out / "friendliness.png", title)
+    write_figure(out / "friendliness.png", bar_chart(models, title))
     write_text_atomic(
         out / "report.md", f"# verifriend demo\n\n{title}.\n\n{markdown_table(models)}\n\n"
         "Stable % = share of hidden ReLUs whose CROWN pre-activation bounds do not straddle 0, "

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from verifriend.app.artifacts import write_figure
 from verifriend.app.outputs import check_out_dir, output_dir, write_json_atomic, write_text_atomic
 from verifriend.errors import UserError
 from verifriend.metrics.paper import paper_csv, paper_markdown, radar_chart, unsat_curve
@@ -151,8 +152,9 @@ def _run(exp: Experiment, out: Path, data_dir: str | None, console: Console) -> 
                       + paper_markdown(results))
     write_text_atomic(out / "results.csv", paper_csv(results))
     for eps in ev["eps"]:
-        radar_chart(results, eps, out / f"radar_eps{eps:g}.png", f"{title}, eps = {eps:g}")
-    unsat_curve(results, out / "unsat_vs_eps.png", title)
+        write_figure(out / f"radar_eps{eps:g}.png",
+                     radar_chart(results, eps, f"{title}, eps = {eps:g}"))
+    write_figure(out / "unsat_vs_eps.png", unsat_curve(results, title))
     console.print(paper_markdown(results))
     return results
 

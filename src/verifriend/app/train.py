@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from verifriend.app.artifacts import save_model
+from verifriend.app.display import batch_bars
 from verifriend.app.outputs import check_out_dir, output_dir, save_torch_atomic, write_json_atomic
 from verifriend.data import Dataset
 from verifriend.errors import UserError
-from verifriend.models import build_model, load_model, save_model
-from verifriend.train import TrainConfig, train_model
-from verifriend.train.trainer import TrainState
+from verifriend.models import build_model, load_model
+from verifriend.train import TrainConfig
+from verifriend.train.trainer import TrainState, fit
 
 
 def check_eps(eps: float, name: str = "eps") -> None:
@@ -31,6 +34,17 @@ def train_files(name: str = "model") -> list[str]:
 def check_train_out(out_dir: str | Path, name: str = "model", what: str = "--out") -> Path:
     """Refuse (UserError) an output directory :func:`train_and_save` could not write."""
     return check_out_dir(out_dir, what, files=train_files(name))
+
+
+def train_model(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor,
+                cfg: TrainConfig, *, progress: bool = True,
+                on_epoch_end: Callable[[int, nn.Module, dict], None] | None = None,
+                resume: TrainState | None = None,
+                on_state: Callable[[TrainState], None] | None = None) -> list[dict]:
+    """:func:`verifriend.train.trainer.fit` with a progress bar per epoch when ``progress``."""
+    with batch_bars(progress) as bar:
+        return fit(model, x_train, y_train, cfg, progress=bar, on_epoch_end=on_epoch_end,
+                   resume=resume, on_state=on_state)
 
 
 def train_and_save(

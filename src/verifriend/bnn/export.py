@@ -187,18 +187,15 @@ def bound_stats(net: IntBNN) -> dict:
 
 # --- files ---------------------------------------------------------------------------------
 
-def save_bnn(model: BNN, path: str | Path, meta: dict | None = None) -> Path:
-    """torch.save of the state, the spec, alpha and ``meta`` (training config, figures),
-    written atomically (a reader never sees half a file)."""
-    from verifriend.app.outputs import save_torch_atomic
-
-    return save_torch_atomic(path, {"format": FORMAT, "version": VERSION,
-                                    "spec": model.spec.to_dict(), "state": model.state_dict(),
-                                    "alpha": model.alpha, "meta": meta or {}})
+def bnn_checkpoint(model: BNN, meta: dict | None = None) -> dict:
+    """What a BNN file holds (``torch.save`` of this dict): the state, the spec, alpha and
+    ``meta`` (training config, figures). :func:`verifriend.app.artifacts.save_bnn` writes it."""
+    return {"format": FORMAT, "version": VERSION, "spec": model.spec.to_dict(),
+            "state": model.state_dict(), "alpha": model.alpha, "meta": meta or {}}
 
 
 def load_bnn(path: str | Path) -> BNN:
-    """A `BNN` saved by `save_bnn`, in eval mode, with its saved meta as ``model.meta``."""
+    """A `BNN` saved as a :func:`bnn_checkpoint`, in eval mode, with its saved meta as ``model.meta``."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"BNN file {path} does not exist.")

@@ -42,7 +42,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import Tensor
 
 from verifriend.bnn.layers import BNN, recompute_batchnorm
@@ -223,119 +222,168 @@ def _lr_factor(cfg: BNNTrainConfig, done: float) -> float:
 
 # --- the loop ------------------------------------------------------------------------------
 
-def train_bnn(model: BNN, data, cfg: BNNTrainConfig | None = None, *,
-              test=None, progress: bool = True,
-              on_epoch_end: Callable[[int, BNN, dict], None] | None = None) -> list[dict]:
-    """Train ``model`` in place (see the module docstring); one history dict per epoch.
+@dataclass
+class _Run:
+    """One run's fixed parts: data, optimizer, generators and the batches alpha is chosen on."""
 
-    ``data`` is a `Dataset` or an (x, y) pair with x in [0, 1]; ``test`` likewise (optional:
-    its accuracy is then logged per epoch). History entries: epoch, loss, cbd (the mean
-    surrogate bound excess), train_acc (on the training batches as attacked), eps, steps,
-    alpha (and alpha_scores when chosen), sparsity, lr, time_s, test_acc. The model is left in
-    eval mode with recomputed BatchNorm statistics (``cfg.recompute_bn``).
-    """
-    cfg = cfg or BNNTrainConfig()
+    model: BNN
+    cfg: BNNTrainConfig
+    x: Tensor
+    y: Tensor
+    optimizer: torch.optim.Optimizer
+    shuffle_gen: torch.Generator
+    noise_gen: torch.Generator
+    alpha_gen: torch.Generator
+    fixed: Tensor  # a seeded permutation: the alpha batches, then the verifier's images
+    alpha_batches: list[tuple[Tensor, Tensor]]
+
+    @property
+    def n_batches(self) -> int:
+        return (self.x.shape[0] + self.cfg.batch_size - 1) // self.cfg.batch_size
+
+
+def _prepare(model: BNN, data, cfg: BNNTrainConfig) -> _Run:
     x, y = _as_xy(data)
     if tuple(x.shape[1:]) != tuple(model.spec.input_shape):  # type: ignore[arg-type]
         raise UserError(f"Training images have shape {tuple(x.shape[1:])}; the BNN expects "
                         f"{tuple(model.spec.input_shape)}.")  # type: ignore[arg-type]
     if cfg.limit is not None:
         x, y = x[:cfg.limit], y[:cfg.limit]
-    xt = yt = None
-    if test is not None:
-        xt, yt = _as_xy(test)
     torch.manual_seed(cfg.seed)
     shuffle_gen = torch.Generator().manual_seed(cfg.seed)
     noise_gen = torch.Generator().manual_seed(cfg.seed + 1)
     alpha_gen = torch.Generator().manual_seed(cfg.seed + 2)
     model.set_alpha(cfg.alpha)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=cfg.lr)
-    n = x.shape[0]
-    bs = cfg.batch_size
-    n_batches = (n + bs - 1) // bs
-    total = cfg.epochs * n_batches
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
+    n, bs = x.shape[0], cfg.batch_size
     fixed = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed + 3))
     alpha_batches = [(x[fixed[i * bs:(i + 1) * bs]], y[fixed[i * bs:(i + 1) * bs]])
-                     for i in range(min(cfg.alpha_batches, n_batches))]
+                     for i in range(min(cfg.alpha_batches, (n + bs - 1) // bs))]
+    return _Run(model, cfg, x, y, optimizer, shuffle_gen, noise_gen, alpha_gen, fixed,
+                alpha_batches)
+
+
+def _epoch_start(run: _Run, epoch: int, entry: dict) -> dict[int, Tensor]:
+    """Before an epoch: choose alpha (adaptive gradient cancelling) and, in the last
+    ``verifier_epochs``, collect the verifier's counterexamples (training index -> input)."""
+    cfg, model = run.cfg, run.model
+    p0 = (epoch - 1) * run.n_batches / (cfg.epochs * run.n_batches)
+    eps0 = cfg.eps * ramp(p0, cfg.ramp)
+    steps0 = round(cfg.pgd_steps * ramp(p0, cfg.ramp))
+    if cfg.adaptive_alpha and eps0 > 0 and steps0 > 0 and run.alpha_batches:
+        _, scores = choose_alpha(model, run.alpha_batches, eps0, steps0, cfg.alpha_candidates,
+                                 cfg.pgd_step_size, run.alpha_gen)
+        entry["alpha_scores"] = {str(k): v for k, v in scores.items()}
+    entry["alpha"] = model.alpha
+    verified: dict[int, Tensor] = {}
+    if (cfg.verifier_epochs > 0 and epoch > cfg.epochs - cfg.verifier_epochs
+            and cfg.eps > 0 and cfg.pgd_steps > 0 and cfg.verifier_images > 0):
+        verified, entry["verifier"] = verifier_examples(
+            model, run.x, run.y, run.fixed[:cfg.verifier_images], cfg.eps, cfg, run.noise_gen)
+    return verified
+
+
+def _step(run: _Run, xb: Tensor, yb: Tensor, lr: float, epoch: int) -> tuple[Tensor, Tensor, float]:
+    """One optimizer step on the (attacked) batch: (loss, logits, CBD excess)."""
+    cfg, model = run.cfg, run.model
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    logits = model(xb)
+    loss = F.cross_entropy(logits, yb)
+    excess = 0.0
+    if cfg.cbd > 0:
+        cbd = cbd_loss(model, cfg.cbd_tau, cfg.cbd_first_layer)
+        loss = loss + cfg.cbd * cbd
+        excess = float(cbd.detach())
+    if not torch.isfinite(loss):
+        raise UserError(f"The BNN training loss became {float(loss)} in epoch "
+                        f"{epoch}; lower the learning rate or cbd.")
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    apply_sparse_decay(model, cfg.mask_decay)
+    run.optimizer.step()
+    model.clip_(cfg.weight_clip)
+    return loss, logits, excess
+
+
+def _epoch(run: _Run, epoch: int, verified: dict[int, Tensor],
+           progress: Callable[[str, int, int, str], None] | None) -> dict:
+    """Train one epoch (PGD on each batch, then a step); the entry's training figures."""
+    cfg, model, x, y = run.cfg, run.model, run.x, run.y
+    n, bs, n_batches = x.shape[0], cfg.batch_size, run.n_batches
+    total = cfg.epochs * n_batches
+    task = f"BNN epoch {epoch}/{cfg.epochs}"
+    if progress:
+        progress(task, 0, n_batches, "")
+    order = torch.randperm(n, generator=run.shuffle_gen)
+    loss_sum = cbd_sum = 0.0
+    correct = 0
+    eps_b, steps_b, lr = 0.0, 0, cfg.lr
+    model.train()
+    for b in range(n_batches):
+        idx = order[b * bs:(b + 1) * bs]
+        xb, yb = x[idx], y[idx]
+        done = ((epoch - 1) * n_batches + b) / total
+        eps_b = cfg.eps * ramp(done, cfg.ramp)
+        steps_b = round(cfg.pgd_steps * ramp(done, cfg.ramp))
+        if eps_b > 0 and steps_b > 0:
+            model.set_frozen(True)
+            try:
+                xb = pgd_attack(model, xb, yb, eps_b, steps_b, step_size=cfg.pgd_step_size,
+                                generator=run.noise_gen)
+            finally:
+                model.set_frozen(False)
+            if verified:
+                for k, i in enumerate(idx.tolist()):
+                    if i in verified:
+                        xb[k] = verified[i]
+        lr = cfg.lr * _lr_factor(cfg, done)
+        loss, logits, excess = _step(run, xb, yb, lr, epoch)
+        cbd_sum += excess * len(idx)
+        loss_sum += float(loss.detach()) * len(idx)
+        correct += int((logits.detach().argmax(1) == yb).sum())
+        if progress:
+            seen = min((b + 1) * bs, n)
+            progress(task, b + 1, n_batches,
+                     f"loss {loss_sum / seen:.4f}  acc {correct / seen:.3f}  "
+                     f"eps {eps_b:.3f}/{steps_b}  alpha {model.alpha:g}")
+    return {"loss": loss_sum / n, "cbd": cbd_sum / n, "train_acc": correct / n, "eps": eps_b,
+            "steps": steps_b, "lr": lr, "sparsity": model.sparsity()["total"]}
+
+
+def train_bnn(model: BNN, data, cfg: BNNTrainConfig | None = None, *,
+              test=None, progress: Callable[[str, int, int, str], None] | None = None,
+              on_epoch_end: Callable[[int, BNN, dict], None] | None = None) -> list[dict]:
+    """Train ``model`` in place (see the module docstring; EEV: Jia & Rinard, "Efficient
+    Exact Verification of Binarized Neural Networks", NeurIPS 2020); one history dict per
+    epoch.
+
+    ``data`` is a `Dataset` or an (x, y) pair with x in [0, 1]; ``test`` likewise (optional:
+    its accuracy is then logged per epoch). History entries: epoch, loss, cbd (the mean
+    surrogate bound excess), train_acc (on the training batches as attacked), eps, steps,
+    alpha (and alpha_scores when chosen), sparsity, lr, time_s, test_acc. ``progress(task,
+    batches done, batches, stats)`` hears about every batch. The model is left in eval mode
+    with recomputed BatchNorm statistics (``cfg.recompute_bn``).
+    """
+    cfg = cfg or BNNTrainConfig()
+    run = _prepare(model, data, cfg)
+    xt = yt = None
+    if test is not None:
+        xt, yt = _as_xy(test)
     history: list[dict] = []
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TextColumn("{task.fields[stats]}"), disable=not progress)
-    with bar:
-        for epoch in range(1, cfg.epochs + 1):
-            start = time.perf_counter()
-            entry: dict = {"epoch": epoch}
-            p0 = (epoch - 1) * n_batches / total
-            eps0 = cfg.eps * ramp(p0, cfg.ramp)
-            steps0 = round(cfg.pgd_steps * ramp(p0, cfg.ramp))
-            if cfg.adaptive_alpha and eps0 > 0 and steps0 > 0 and alpha_batches:
-                _, scores = choose_alpha(model, alpha_batches, eps0, steps0,
-                                            cfg.alpha_candidates, cfg.pgd_step_size, alpha_gen)
-                entry["alpha_scores"] = {str(k): v for k, v in scores.items()}
-            entry["alpha"] = model.alpha
-            verified: dict[int, Tensor] = {}
-            if (cfg.verifier_epochs > 0 and epoch > cfg.epochs - cfg.verifier_epochs
-                    and cfg.eps > 0 and cfg.pgd_steps > 0 and cfg.verifier_images > 0):
-                verified, entry["verifier"] = verifier_examples(
-                    model, x, y, fixed[:cfg.verifier_images], cfg.eps, cfg, noise_gen)
-            task = bar.add_task(f"BNN epoch {epoch}/{cfg.epochs}", total=n_batches, stats="")
-            order = torch.randperm(n, generator=shuffle_gen)
-            loss_sum = cbd_sum = 0.0
-            correct = 0
-            eps_b, steps_b, lr = 0.0, 0, cfg.lr
-            model.train()
-            for b in range(n_batches):
-                idx = order[b * bs:(b + 1) * bs]
-                xb, yb = x[idx], y[idx]
-                done = ((epoch - 1) * n_batches + b) / total
-                eps_b = cfg.eps * ramp(done, cfg.ramp)
-                steps_b = round(cfg.pgd_steps * ramp(done, cfg.ramp))
-                if eps_b > 0 and steps_b > 0:
-                    model.set_frozen(True)
-                    try:
-                        xb = pgd_attack(model, xb, yb, eps_b, steps_b,
-                                        step_size=cfg.pgd_step_size, generator=noise_gen)
-                    finally:
-                        model.set_frozen(False)
-                    if verified:
-                        for k, i in enumerate(idx.tolist()):
-                            if i in verified:
-                                xb[k] = verified[i]
-                lr = cfg.lr * _lr_factor(cfg, done)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                logits = model(xb)
-                loss = F.cross_entropy(logits, yb)
-                if cfg.cbd > 0:
-                    excess = cbd_loss(model, cfg.cbd_tau, cfg.cbd_first_layer)
-                    loss = loss + cfg.cbd * excess
-                    cbd_sum += float(excess.detach()) * len(idx)
-                if not torch.isfinite(loss):
-                    raise UserError(f"The BNN training loss became {float(loss)} in epoch "
-                                    f"{epoch}; lower the learning rate or cbd.")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                apply_sparse_decay(model, cfg.mask_decay)
-                optimizer.step()
-                model.clip_(cfg.weight_clip)
-                loss_sum += float(loss.detach()) * len(idx)
-                correct += int((logits.detach().argmax(1) == yb).sum())
-                if progress:
-                    seen = min((b + 1) * bs, n)
-                    bar.update(task, advance=1,
-                               stats=f"loss {loss_sum / seen:.4f}  acc {correct / seen:.3f}  "
-                                     f"eps {eps_b:.3f}/{steps_b}  alpha {model.alpha:g}")
-            entry.update({"loss": loss_sum / n, "cbd": cbd_sum / n, "train_acc": correct / n,
-                          "eps": eps_b, "steps": steps_b, "lr": lr,
-                          "sparsity": model.sparsity()["total"],
-                          "time_s": time.perf_counter() - start})
-            if xt is not None:
-                entry["test_acc"] = evaluate(model, xt, yt)  # running statistics
-            history.append(entry)
-            if on_epoch_end is not None:
-                on_epoch_end(epoch, model, entry)
+    for epoch in range(1, cfg.epochs + 1):
+        start = time.perf_counter()
+        entry: dict = {"epoch": epoch}
+        verified = _epoch_start(run, epoch, entry)
+        entry.update(_epoch(run, epoch, verified, progress))
+        entry["time_s"] = time.perf_counter() - start
+        if xt is not None:
+            entry["test_acc"] = evaluate(model, xt, yt)  # running statistics
+        history.append(entry)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, model, entry)
     if cfg.recompute_bn:
-        recompute_batchnorm(model, x, batch_size=1000)
+        recompute_batchnorm(model, run.x, batch_size=1000)
     model.eval()
     return history
 

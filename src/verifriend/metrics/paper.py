@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 
-from verifriend.metrics.report import save_figure
+from verifriend.metrics.report import render_figure
 
 # (key, label, higher is better) of the per-radius rows, in the paper's order
 RADIUS_METRICS: list[tuple[str, str, bool]] = [
@@ -99,9 +98,8 @@ def radar_scores(results: dict[str, dict], eps: float) -> tuple[list[str], dict[
     return [axes[i][1] for i in keep], scores
 
 
-def radar_chart(results: dict[str, dict], eps: float, path: str | os.PathLike,
-                title: str = "") -> None:
-    """The paper's radar chart at radius ``eps`` (see :func:`radar_scores`)."""
+def radar_chart(results: dict[str, dict], eps: float, title: str = "") -> bytes:
+    """The paper's radar chart at radius ``eps`` (see :func:`radar_scores`), as PNG bytes."""
     import math
 
     import matplotlib
@@ -117,12 +115,12 @@ def radar_chart(results: dict[str, dict], eps: float, path: str | os.PathLike,
         ax.fill([*angles, angles[0]], [*vals, vals[0]], alpha=0.1)
     ax.set_xticks(angles, labels)
     ax.set_ylim(0, 105)
-    save_figure(fig, ax, path, title or f"eps = {eps:g} (best = 100)",
-                {"loc": "upper right", "bbox_to_anchor": (1.3, 1.1), "fontsize": 8})
+    return render_figure(fig, ax, title or f"eps = {eps:g} (best = 100)",
+                         {"loc": "upper right", "bbox_to_anchor": (1.3, 1.1), "fontsize": 8})
 
 
-def unsat_curve(results: dict[str, dict], path: str | os.PathLike, title: str = "") -> None:
-    """UNSAT % against the radius, one line per method."""
+def unsat_curve(results: dict[str, dict], title: str = "") -> bytes:
+    """UNSAT % against the radius, one line per method, as PNG bytes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -135,4 +133,4 @@ def unsat_curve(results: dict[str, dict], path: str | os.PathLike, title: str = 
     ax.set_xlabel("eps")
     ax.set_ylabel("UNSAT %")
     ax.set_ylim(0, 105)
-    save_figure(fig, ax, path, title)
+    return render_figure(fig, ax, title)

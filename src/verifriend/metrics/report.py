@@ -1,18 +1,11 @@
-"""Results files, tables and plots: JSON written atomically, a rich table, report.md + PNG."""
+"""A friendliness comparison as text and pictures: the metric rows, a markdown table and a
+bar chart (PNG bytes). Showing and writing them is the jobs' (:mod:`verifriend.app`)."""
 
 from __future__ import annotations
 
 import io
-import os
-from pathlib import Path
 
-from rich.table import Table
-
-# the atomic writers live in verifriend.app.outputs; re-exported for existing callers
-from verifriend.app.outputs import write_json_atomic, write_text_atomic
-
-__all__ = ["DEMO_METRICS", "bar_chart", "comparison_table", "markdown_table", "save_figure",
-           "write_json_atomic", "write_text_atomic"]
+__all__ = ["DEMO_METRICS", "bar_chart", "format_value", "markdown_table", "render_figure"]
 
 # (key in a model's metrics dict, column label) in display order
 DEMO_METRICS: list[tuple[str, str]] = [
@@ -31,36 +24,25 @@ DEMO_METRICS: list[tuple[str, str]] = [
 ]
 
 
-def _fmt(v) -> str:
+def format_value(v) -> str:
+    """A metric as a table shows it: floats with one decimal, None as "-"."""
     if v is None:
         return "-"
     return f"{v:.1f}" if isinstance(v, float) else str(v)
 
 
-def comparison_table(models: dict[str, dict], title: str = "") -> Table:
-    """A rich table with one column per model and one row per metric."""
-    table = Table(title=title or None)
-    table.add_column("metric")
-    for name in models:
-        table.add_column(name, justify="right")
-    for key, label in DEMO_METRICS:
-        if any(key in m for m in models.values()):
-            table.add_row(label, *(_fmt(m.get(key, "-")) for m in models.values()))
-    return table
-
-
 def markdown_table(models: dict[str, dict]) -> str:
-    """The same comparison as :func:`comparison_table`, in markdown."""
+    """One column per model, one row per metric of :data:`DEMO_METRICS` (markdown)."""
     names = list(models)
     lines = ["| metric | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     for key, label in DEMO_METRICS:
         if any(key in m for m in models.values()):
-            lines.append(f"| {label} | " + " | ".join(_fmt(models[n].get(key, "-")) for n in names) + " |")
+            lines.append(f"| {label} | " + " | ".join(format_value(models[n].get(key, "-")) for n in names) + " |")
     return "\n".join(lines)
 
 
-def bar_chart(models: dict[str, dict], path: str | os.PathLike, title: str = "") -> None:
-    """Grouped bars of the percentage metrics, one group per metric, one bar per model."""
+def bar_chart(models: dict[str, dict], title: str = "") -> bytes:
+    """Grouped bars of the percentage metrics, one group per metric, one bar per model (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -77,15 +59,13 @@ def bar_chart(models: dict[str, dict], path: str | os.PathLike, title: str = "")
     ax.set_xticks(range(len(keys)), [lbl for _, lbl in keys], rotation=20, ha="right")
     ax.set_ylim(0, 110)
     ax.set_ylabel("%")
-    save_figure(fig, ax, path, title)
+    return render_figure(fig, ax, title)
 
 
-def save_figure(fig, ax, path: str | os.PathLike, title: str = "", legend: dict | None = None
-                ) -> None:
-    """Title, legend, tight layout, write ``path`` (120 dpi, atomically) and close the figure."""
+def render_figure(fig, ax, title: str = "", legend: dict | None = None, fmt: str = "png"
+                  ) -> bytes:
+    """Title, legend, tight layout; the figure's bytes (120 dpi), and the figure closed."""
     import matplotlib.pyplot as plt
-
-    from verifriend.app.outputs import write_bytes_atomic
 
     if title:
         ax.set_title(title)
@@ -93,7 +73,7 @@ def save_figure(fig, ax, path: str | os.PathLike, title: str = "", legend: dict 
     fig.tight_layout()
     buf = io.BytesIO()
     try:
-        fig.savefig(buf, format=Path(path).suffix.lstrip(".") or "png", dpi=120)
+        fig.savefig(buf, format=fmt, dpi=120)
     finally:
         plt.close(fig)
-    write_bytes_atomic(path, buf.getvalue())
+    return buf.getvalue()

@@ -1,6 +1,6 @@
-"""Model zoo (paper architectures by name), checkpoints and ONNX export."""
+"""Model zoo (paper architectures by name), checkpoint contents and ONNX export bytes."""
 
-from verifriend.models.io import export_onnx, load_model, save_model
+from verifriend.models.io import checkpoint, load_model, onnx_bytes
 from verifriend.models.layers import Normalize, Residual
 from verifriend.models.zoo import build_model, describe_architecture, list_architectures
 
@@ -8,9 +8,9 @@ __all__ = [
     "Normalize",
     "Residual",
     "build_model",
+    "checkpoint",
     "describe_architecture",
-    "export_onnx",
     "list_architectures",
     "load_model",
-    "save_model",
+    "onnx_bytes",
 ]

@@ -1,13 +1,16 @@
-"""Checkpoints (``.pt``) and ONNX export for zoo models.
+"""Checkpoints (``.pt``) and ONNX export for zoo models: their contents, and reading them.
 
 A checkpoint is a plain dict (format ``verifriend-model``, version 1) holding the
 zoo arguments and the state dict, so it loads with ``torch.load(weights_only=True)``
-and is rebuilt through :func:`~verifriend.models.zoo.build_model`.
+and is rebuilt through :func:`~verifriend.models.zoo.build_model`. :func:`checkpoint`
+builds that dict and :func:`onnx_bytes` an ONNX file's bytes; writing them is the jobs'
+(:mod:`verifriend.app.artifacts`).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import io
 import os
 import warnings
 from collections.abc import Mapping
@@ -16,7 +19,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from verifriend.app.outputs import atomic_write, save_torch_atomic
 from verifriend.errors import UserError
 from verifriend.models.zoo import build_model
 
@@ -41,9 +43,8 @@ def _plain(value, where: str):
                     "only str, int, float, bool, None, lists and dicts can be stored")
 
 
-def save_model(
+def checkpoint(
     model: nn.Module,
-    path,
     *,
     arch: str,
     input_shape,
@@ -53,8 +54,8 @@ def save_model(
     std,
     config: dict | None = None,
     metrics: dict | None = None,
-) -> None:
-    """Write ``model`` and its metadata to ``path`` atomically.
+) -> dict:
+    """The checkpoint of ``model`` and its metadata: what ``torch.save`` writes.
 
     The state dict must match ``build_model(arch, input_shape, num_classes, mean, std)``;
     this is checked here so that a checkpoint that cannot be loaded is never written.
@@ -69,12 +70,11 @@ def save_model(
         reference.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise ValueError(f"the model's weights do not fit architecture {arch!r}: {e}") from e
-    payload = {"format": FORMAT, "version": VERSION, **meta, "state_dict": state}
-    save_torch_atomic(path, payload)
+    return {"format": FORMAT, "version": VERSION, **meta, "state_dict": state}
 
 
 def load_model(path, map_location="cpu") -> tuple[nn.Sequential, dict]:
-    """Load a checkpoint written by :func:`save_model`.
+    """Load a checkpoint (a :func:`checkpoint` written by ``torch.save``).
 
     Returns the rebuilt model in eval mode and the metadata dict (everything but the
     weights; ``input_shape`` as a tuple).
@@ -108,41 +108,39 @@ def load_model(path, map_location="cpu") -> tuple[nn.Sequential, dict]:
     return model.eval(), meta
 
 
-def _export(model: nn.Module, x: torch.Tensor, path: Path) -> None:
+def _export(model: nn.Module, x: torch.Tensor) -> bytes:
     kwargs = {"input_names": ["input"], "output_names": ["output"], "opset_version": ONNX_OPSET,
               "dynamic_axes": {"input": {0: "batch"}, "output": {0: "batch"}}}
     try:
         # The TorchScript exporter needs no extra packages (the dynamo one needs
         # onnxscript) and emits plain Conv/Gemm/Relu/Sub/Div/Add nodes.
+        buf = io.BytesIO()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(model, (x,), str(path), dynamo=False, do_constant_folding=True,
+            torch.onnx.export(model, (x,), buf, dynamo=False, do_constant_folding=True,
                               **kwargs)
+        return buf.getvalue()
     except Exception:
         # a future torch may drop the TorchScript exporter; use the dynamo one if it can run
         if importlib.util.find_spec("onnxscript") is None:
             raise
-        torch.onnx.export(model, (x,), str(path), dynamo=True, **kwargs)
+        program = torch.onnx.export(model, (x,), dynamo=True, **kwargs)
+        return program.model_proto.SerializeToString()
 
 
-def export_onnx(model: nn.Module, path, input_shape: tuple[int, int, int]) -> None:
-    """Export ``model`` (normalization included) to ONNX at ``path``: input ``input`` of
+def onnx_bytes(model: nn.Module, input_shape: tuple[int, int, int]) -> bytes:
+    """``model`` (normalization included) as a checked ONNX file's bytes: input ``input`` of
     shape (batch, C, H, W), output ``output`` of shape (batch, classes), opset 17."""
     import onnx
 
-    path = Path(path)
     shape = tuple(int(d) for d in input_shape)
     params = list(model.parameters()) + list(model.buffers())
     device = params[0].device if params else torch.device("cpu")
     was_training = model.training
     model.eval()
     try:
-        x = torch.rand(1, *shape, device=device)
-
-        def write(tmp: Path) -> None:
-            _export(model, x, tmp)
-            onnx.checker.check_model(str(tmp))
-
-        atomic_write(path, write)
+        data = _export(model, torch.rand(1, *shape, device=device))
     finally:
         model.train(was_training)
+    onnx.checker.check_model(data)
+    return data

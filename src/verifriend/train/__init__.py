@@ -1,4 +1,4 @@
-"""Training: one loop (``train_model``) with one loss function per method."""
+"""Training: one loop (``fit``) with one loss function per method."""
 
 from verifriend.train.config import METHODS, TrainConfig
 from verifriend.train.losses import LOSSES, natural_loss
@@ -10,18 +10,18 @@ from verifriend.train.nbc import (
     nbc_loss,
     nbc_score,
 )
-from verifriend.train.trainer import train_model
+from verifriend.train.trainer import fit
 
 __all__ = [
     "LOSSES",
     "METHODS",
     "TrainConfig",
     "find_nbc_neighbour",
+    "fit",
     "hidden_preactivations",
     "layer_gammas",
     "model_gammas",
     "natural_loss",
     "nbc_loss",
     "nbc_score",
-    "train_model",
 ]

@@ -1,4 +1,4 @@
-"""One training loop for every method; the method only picks the loss function.
+"""One training loop (:func:`fit`) for every method; the method only picks the loss function.
 
 The loop holds out ``val_split`` of the training set (a seeded permutation) for a
 validation accuracy per epoch, follows ``lr_schedule``, passes each loss the share of
@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import Tensor, nn
 
 from verifriend.errors import UserError
@@ -97,23 +96,30 @@ def _training_data(x: Tensor, y: Tensor, cfg: TrainConfig, dev: torch.device
     return x.to(dev, torch.float32), y.to(dev, torch.long)
 
 
-def train_model(model: nn.Module, x_train: Tensor, y_train: Tensor, cfg: TrainConfig, *,
-                progress: bool = True,
-                on_epoch_end: Callable[[int, nn.Module, dict], None] | None = None,
-                resume: TrainState | None = None,
-                on_state: Callable[[TrainState], None] | None = None,
-                ) -> list[dict]:
-    """Train ``model`` in place with ``cfg.method``; return one history dict per epoch.
+@dataclass
+class _Run:
+    """One run's fixed parts: the loss, the data split, the optimizer and the generators."""
 
-    History entries: ``epoch`` (1-based), ``loss`` and ``train_acc`` (means over
-    the epoch's batches, accuracy on clean inputs), ``val_acc`` (with ``val_split``),
-    ``lr``, ``time_s`` (and ``stopped``/``in_band`` on the epoch that reached
-    ``stop_acc_band``). Seeds are fixed by ``cfg.seed``, so equal inputs give equal
-    weights. ``on_epoch_end(epoch, model, entry)`` sees the model in eval mode;
-    ``on_state(state)`` receives the :class:`TrainState` after every epoch (save it to
-    resume: pass it back as ``resume``, with the same config and data). The model is
-    left in eval mode.
-    """
+    model: nn.Module
+    cfg: TrainConfig
+    loss_fn: Callable
+    x: Tensor
+    y: Tensor
+    x_val: Tensor
+    y_val: Tensor
+    optimizer: torch.optim.Optimizer
+    shuffle_gen: torch.Generator
+    noise_gen: torch.Generator
+    dev: torch.device
+
+    @property
+    def n_batches(self) -> int:
+        return (self.x.shape[0] + self.cfg.batch_size - 1) // self.cfg.batch_size
+
+
+def _prepare(model: nn.Module, x_train: Tensor, y_train: Tensor, cfg: TrainConfig) -> _Run:
+    """The loss, the (training, validation) split on the device, the optimizer and the
+    seeded generators, in the order that fixes a run's random streams."""
     loss_fn = loss_for(cfg)
     dev = _device(cfg.device)
     x, y = _training_data(x_train, y_train, cfg, dev)
@@ -128,75 +134,117 @@ def train_model(model: nn.Module, x_train: Tensor, y_train: Tensor, cfg: TrainCo
     shuffle_gen = torch.Generator().manual_seed(cfg.seed)
     # perturbations are drawn on the training device, so their generator lives there
     noise_gen = torch.Generator(device=dev).manual_seed(cfg.seed + 1)
-    history: list[dict] = []
-    first = 1
-    if resume is not None:
-        model.load_state_dict(resume.model)
-        optimizer.load_state_dict(resume.optimizer)
-        shuffle_gen.set_state(resume.rng["shuffle"])
-        noise_gen.set_state(resume.rng["noise"])
-        torch.set_rng_state(resume.rng["torch"])
-        history = [dict(h) for h in resume.history]
-        first = cfg.epochs + 1 if resume.stopped else resume.epoch + 1
-    n = x.shape[0]
-    n_batches = (n + cfg.batch_size - 1) // cfg.batch_size
-    total_steps = cfg.epochs * n_batches
+    return _Run(model, cfg, loss_fn, x, y, x_val, y_val, optimizer, shuffle_gen, noise_gen, dev)
 
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TextColumn("{task.fields[stats]}"), disable=not progress)
-    with bar:
-        for epoch in range(first, cfg.epochs + 1):
-            task = bar.add_task(f"{cfg.method} epoch {epoch}/{cfg.epochs}", total=n_batches,
-                                stats="")
-            model.train()
-            start = time.perf_counter()
-            order = torch.randperm(n, generator=shuffle_gen).to(dev)
-            loss_sum = torch.zeros((), device=dev)
-            correct = torch.zeros((), device=dev, dtype=torch.long)
-            for b in range(n_batches):
-                idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-                xb, yb = x[idx], y[idx]
-                if cfg.augment:
-                    xb = augment_batch(xb, noise_gen)
-                done = ((epoch - 1) * n_batches + b) / total_steps
-                lr = cfg.lr * _lr_factor(cfg, done)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                loss, logits = loss_fn(model, xb, yb, cfg, generator=noise_gen, progress=done)
-                if not torch.isfinite(loss):
-                    raise UserError(f"The training loss became {loss.item()} in epoch {epoch}; "
-                                    "lower the learning rate.")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loss_sum += loss.detach() * len(idx)
-                correct += (logits.detach().argmax(1) == yb).sum()
-                if progress:
-                    seen = min((b + 1) * cfg.batch_size, n)
-                    bar.update(task, advance=1, stats=f"loss {loss_sum.item() / seen:.4f}  "
-                                                      f"acc {correct.item() / seen:.3f}")
-            entry = {"epoch": epoch, "loss": loss_sum.item() / n, "train_acc": correct.item() / n,
-                     "lr": lr, "time_s": time.perf_counter() - start}
-            model.eval()
-            if x_val.shape[0]:
-                entry["val_acc"] = _accuracy(model, x_val, y_val, cfg.batch_size)
-            band = cfg.stop_acc_band
-            stop = band is not None and entry["val_acc"] <= band[1]
-            if stop:
-                entry["stopped"] = True
-                entry["in_band"] = entry["val_acc"] >= band[0]
-            history.append(entry)
-            if on_state is not None:
-                on_state(TrainState(epoch, copy.deepcopy(model.state_dict()),
-                                    copy.deepcopy(optimizer.state_dict()),
-                                    {"shuffle": shuffle_gen.get_state(),
-                                     "noise": noise_gen.get_state(),
-                                     "torch": torch.get_rng_state()},
-                                    [dict(h) for h in history], stop))
-            if on_epoch_end is not None:
-                on_epoch_end(epoch, model, entry)
-            if stop:
-                break
+
+def _resume(run: _Run, resume: TrainState | None) -> tuple[list[dict], int]:
+    """(history so far, first epoch to train), with ``resume``'s weights, optimizer and
+    generators restored."""
+    if resume is None:
+        return [], 1
+    run.model.load_state_dict(resume.model)
+    run.optimizer.load_state_dict(resume.optimizer)
+    run.shuffle_gen.set_state(resume.rng["shuffle"])
+    run.noise_gen.set_state(resume.rng["noise"])
+    torch.set_rng_state(resume.rng["torch"])
+    first = run.cfg.epochs + 1 if resume.stopped else resume.epoch + 1
+    return [dict(h) for h in resume.history], first
+
+
+def _epoch(run: _Run, epoch: int, progress: Callable[[str, int, int, str], None] | None
+           ) -> dict:
+    """Train one epoch; its history entry (without the validation accuracy)."""
+    cfg, model, x, y, dev = run.cfg, run.model, run.x, run.y, run.dev
+    n, n_batches = x.shape[0], run.n_batches
+    total_steps = cfg.epochs * n_batches
+    task = f"{cfg.method} epoch {epoch}/{cfg.epochs}"
+    if progress:
+        progress(task, 0, n_batches, "")
+    model.train()
+    start = time.perf_counter()
+    order = torch.randperm(n, generator=run.shuffle_gen).to(dev)
+    loss_sum = torch.zeros((), device=dev)
+    correct = torch.zeros((), device=dev, dtype=torch.long)
+    lr = cfg.lr
+    for b in range(n_batches):
+        idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+        xb, yb = x[idx], y[idx]
+        if cfg.augment:
+            xb = augment_batch(xb, run.noise_gen)
+        done = ((epoch - 1) * n_batches + b) / total_steps
+        lr = cfg.lr * _lr_factor(cfg, done)
+        for group in run.optimizer.param_groups:
+            group["lr"] = lr
+        loss, logits = run.loss_fn(model, xb, yb, cfg, generator=run.noise_gen, progress=done)
+        if not torch.isfinite(loss):
+            raise UserError(f"The training loss became {loss.item()} in epoch {epoch}; "
+                            "lower the learning rate.")
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        loss_sum += loss.detach() * len(idx)
+        correct += (logits.detach().argmax(1) == yb).sum()
+        if progress:
+            seen = min((b + 1) * cfg.batch_size, n)
+            progress(task, b + 1, n_batches, f"loss {loss_sum.item() / seen:.4f}  "
+                                             f"acc {correct.item() / seen:.3f}")
+    return {"epoch": epoch, "loss": loss_sum.item() / n, "train_acc": correct.item() / n,
+            "lr": lr, "time_s": time.perf_counter() - start}
+
+
+def _validate(run: _Run, entry: dict) -> bool:
+    """Add the validation accuracy to ``entry`` (model in eval mode); whether the accuracy
+    band stops the run here."""
+    run.model.eval()
+    if run.x_val.shape[0]:
+        entry["val_acc"] = _accuracy(run.model, run.x_val, run.y_val, run.cfg.batch_size)
+    band = run.cfg.stop_acc_band
+    stop = band is not None and entry["val_acc"] <= band[1]
+    if stop:
+        entry["stopped"] = True
+        entry["in_band"] = entry["val_acc"] >= band[0]
+    return stop
+
+
+def _state(run: _Run, epoch: int, history: list[dict], stopped: bool) -> TrainState:
+    return TrainState(epoch, copy.deepcopy(run.model.state_dict()),
+                      copy.deepcopy(run.optimizer.state_dict()),
+                      {"shuffle": run.shuffle_gen.get_state(), "noise": run.noise_gen.get_state(),
+                       "torch": torch.get_rng_state()},
+                      [dict(h) for h in history], stopped)
+
+
+def fit(model: nn.Module, x_train: Tensor, y_train: Tensor, cfg: TrainConfig, *,
+        progress: Callable[[str, int, int, str], None] | None = None,
+        on_epoch_end: Callable[[int, nn.Module, dict], None] | None = None,
+        resume: TrainState | None = None,
+        on_state: Callable[[TrainState], None] | None = None,
+        ) -> list[dict]:
+    """Train ``model`` in place with ``cfg.method``; return one history dict per epoch.
+
+    History entries: ``epoch`` (1-based), ``loss`` and ``train_acc`` (means over
+    the epoch's batches, accuracy on clean inputs), ``val_acc`` (with ``val_split``),
+    ``lr``, ``time_s`` (and ``stopped``/``in_band`` on the epoch that reached
+    ``stop_acc_band``). Seeds are fixed by ``cfg.seed``, so equal inputs give equal
+    weights. ``progress(task, batches done, batches, stats)`` hears about every batch
+    (the app draws it: :func:`verifriend.app.train.train_model`);
+    ``on_epoch_end(epoch, model, entry)`` sees the model in eval mode;
+    ``on_state(state)`` receives the :class:`TrainState` after every epoch (save it to
+    resume: pass it back as ``resume``, with the same config and data). The model is
+    left in eval mode.
+    """
+    run = _prepare(model, x_train, y_train, cfg)
+    history, first = _resume(run, resume)
+    for epoch in range(first, cfg.epochs + 1):
+        entry = _epoch(run, epoch, progress)
+        stop = _validate(run, entry)
+        history.append(entry)
+        if on_state is not None:
+            on_state(_state(run, epoch, history, stop))
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, model, entry)
+        if stop:
+            break
     model.eval()
     return history
 
