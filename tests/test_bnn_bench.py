@@ -25,7 +25,7 @@ from verifriend.app.bnn_bench import (
     summarize,
 )
 from verifriend.bnn.integer import random_int_bnn
-from verifriend.bnn.layers import BNN, BNNSpec
+from verifriend.bnn.network import BNN, BNNSpec
 from verifriend.cli import app
 from verifriend.errors import UserError
 

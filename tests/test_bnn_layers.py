@@ -18,15 +18,8 @@ from verifriend.bnn.export import (
     load_bnn,
 )
 from verifriend.bnn.integer import IntBNN
-from verifriend.bnn.layers import (
-    BNN,
-    BinConv2d,
-    BinLinear,
-    BNNSpec,
-    InputQuant,
-    recompute_batchnorm,
-    step01,
-)
+from verifriend.bnn.layers import BinConv2d, BinLinear, InputQuant, step01
+from verifriend.bnn.network import BNN, BNNSpec, recompute_batchnorm
 from verifriend.errors import UserError
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from verifriend.bnn.export import bound_stats, cardinality_bounds, export_integer
-from verifriend.bnn.layers import BNN, BNNSpec, recompute_batchnorm
+from verifriend.bnn.network import BNN, BNNSpec, recompute_batchnorm
 from verifriend.bnn.train import (
     BNNTrainConfig,
     apply_sparse_decay,

@@ -298,7 +298,7 @@ def test_verify_refuses_a_foreign_results_file(content, tmp_path, monkeypatch, c
 @pytest.mark.parametrize("umask", [0o022, 0o027, 0o002])
 def test_atomic_writes_get_the_mode_open_would_give(umask, tmp_path):
     from verifriend.app.artifacts import save_bnn
-    from verifriend.bnn.layers import BNN, BNNSpec
+    from verifriend.bnn.network import BNN, BNNSpec
 
     old = os.umask(umask)
     try:

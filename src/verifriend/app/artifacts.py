@@ -15,7 +15,7 @@ from verifriend.app.outputs import (
     write_bytes_atomic,
 )
 from verifriend.bnn.export import bnn_checkpoint
-from verifriend.bnn.layers import BNN
+from verifriend.bnn.network import BNN
 from verifriend.models.io import checkpoint, load_model, onnx_bytes
 
 

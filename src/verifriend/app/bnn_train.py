@@ -12,7 +12,7 @@ from verifriend.app.artifacts import save_bnn
 from verifriend.app.display import batch_bars
 from verifriend.app.outputs import check_out_file, output_dir, write_json_atomic
 from verifriend.bnn.export import bound_stats, export_integer
-from verifriend.bnn.layers import BNN, BNNSpec
+from verifriend.bnn.network import BNN, BNNSpec
 from verifriend.bnn.train import (
     BNNTrainConfig,
     config_dict,

@@ -13,7 +13,7 @@ from verifriend.app.bnn_train import load_data
 from verifriend.app.outputs import check_out_file, write_text_atomic
 from verifriend.bnn.encode import encode
 from verifriend.bnn.export import bound_stats, export_integer, load_bnn
-from verifriend.bnn.layers import BNN
+from verifriend.bnn.network import BNN
 from verifriend.bnn.solvers import make_backend
 from verifriend.bnn.train import robust_accuracy
 from verifriend.bnn.verify import ImageVerdict, verify_dataset

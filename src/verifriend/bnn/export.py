@@ -1,4 +1,4 @@
-"""The exact integer form of a trained `layers.BNN`, its cardinality bounds, and BNN files.
+"""The exact integer form of a trained `network.BNN`, its cardinality bounds, and BNN files.
 
 Folding (per hidden neuron, eval-mode BatchNorm with parameters gamma, beta, mean, var, eps):
 the neuron fires iff  gamma * (z - mean) / sqrt(var + eps) + beta >= 0,  where z is the
@@ -36,7 +36,8 @@ import torch
 from scipy import sparse
 
 from verifriend.bnn.integer import IntBNN, IntLayer, IntOutput
-from verifriend.bnn.layers import BNN, BinBlock, BinConv2d, BNNSpec
+from verifriend.bnn.layers import BinBlock, BinConv2d
+from verifriend.bnn.network import BNN, BNNSpec
 from verifriend.errors import UserError
 
 FORMAT = "verifriend-bnn"

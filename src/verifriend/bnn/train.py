@@ -27,7 +27,7 @@
   finds (replayed exactly) replaces that image's PGD example for the epoch.
 
 After training, every BatchNorm's running statistics are recomputed on the training set
-(`layers.recompute_batchnorm`). Runs are seeded and deterministic on CPU.
+(`network.recompute_batchnorm`). Runs are seeded and deterministic on CPU.
 
 The command line is ``verifriend bnn train`` (`verifriend.app.bnn_train.train_and_save`).
 """
@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from verifriend.bnn.layers import BNN, recompute_batchnorm
+from verifriend.bnn.network import BNN, recompute_batchnorm
 from verifriend.errors import UserError
 
 ALPHA_CANDIDATES = (0.6, 1.0, 1.4, 1.8, 2.2, 2.6, 3.0)
