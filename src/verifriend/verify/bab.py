@@ -33,18 +33,38 @@ from verifriend.errors import UserError
 from verifriend.verify.branching import BRANCHING, branch, choose
 
 
-@dataclass
+@dataclass(frozen=True)
 class BabConfig:
-    """Knobs of the ReLU branch and bound (defaults tuned on MNIST FC nets, 2 CPU cores)."""
+    """Knobs of the ReLU branch and bound (defaults tuned on MNIST FC nets, 2 CPU cores);
+    each field's ``help`` and limits live in its ``metadata`` (:mod:`verifriend.options`)."""
 
-    batch: int = 256  # domains split per step (children: twice as many)
-    iterations: int = 10  # beta-CROWN steps per batch
-    lr_alpha: float = 0.1
-    lr_beta: float = 0.05
-    branching: str = "babsr"
-    fsb_candidates: int = 3
-    max_domains: int = 2_000_000
-    exact_unstable: int = 8  # first limit of unstable ReLUs for an exact MILP (see LeafBudget)
+    batch: int = field(default=256, metadata={
+        "help": "most domains split per step (children: twice as many); the step size "
+                "starts at 8 and doubles while the time per domain holds", "min": 1})
+    iterations: int = field(default=10, metadata={
+        "help": "beta-CROWN optimization steps per batch", "min": 0})
+    lr_alpha: float = field(default=0.1, metadata={
+        "help": "beta-CROWN's learning rate of the alphas (relaxation slopes)",
+        "min": 0, "min_open": True})
+    lr_beta: float = field(default=0.05, metadata={
+        "help": "beta-CROWN's learning rate of the betas (split multipliers)",
+        "min": 0, "min_open": True})
+    branching: str = field(default="babsr", metadata={
+        "help": "branching heuristic: babsr (BaBSR scores) or fsb (filtered smart branching)",
+        "choices": BRANCHING})
+    fsb_candidates: int = field(default=3, metadata={
+        "help": "neurons per domain whose split fsb bounds before choosing one", "min": 1})
+    max_domains: int = field(default=2_000_000, metadata={
+        "help": "give up (unknown) after bounding this many domains", "min": 1})
+    exact_unstable: int = field(default=8, metadata={
+        "help": "a domain with at most this many unstable ReLUs goes to an exact MILP "
+                "instead of being split (a first limit, adapted to the MILPs' times)",
+        "min": 0})
+
+    def __post_init__(self) -> None:
+        from verifriend.options import check_fields
+
+        check_fields(self)
 
     def check(self) -> None:
         if self.branching not in BRANCHING:

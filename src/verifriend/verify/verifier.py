@@ -47,23 +47,48 @@ from verifriend.verify.result import Verdict
 F64 = torch.float64
 
 
-@dataclass
+@dataclass(frozen=True)
 class VerifierConfig:
-    """Budget shares and stage options of :func:`verify_spec`."""
+    """Budget shares and stage options of :func:`verify_spec`; each field's ``help`` and
+    limits (``metadata``) are what the options file of the jobs lists and is checked
+    against (:mod:`verifriend.options`, :mod:`verifriend.app.config`)."""
 
-    attack_share: float = 0.1  # of the timeout, for the first attack
-    alpha_iterations: int = 20
-    alpha_intermediate: bool = True
-    input_split_dims: int = 10  # input splitting instead of ReLU splitting up to this size
-    input_batch: int = 1024  # boxes bounded per step of input splitting
-    bab: BabConfig = field(default_factory=BabConfig)
-    exact_leaf_time: float = 30.0  # seconds per LP of a fully split domain
+    attack_share: float = field(default=0.1, metadata={
+        "help": "share of the timeout for the first attack (PGD towards every clause)",
+        "min": 0, "max": 1})
+    attack_restarts: int = field(default=64, metadata={
+        "help": "random starts per clause of the first attack, besides the box centre "
+                "(every other one moved by output-diversified steps first)", "min": 0})
+    alpha_iterations: int = field(default=20, metadata={
+        "help": "alpha-CROWN optimization steps before the MILP and branch and bound",
+        "min": 0})
+    alpha_intermediate: bool = field(default=True, metadata={
+        "help": "alpha-CROWN also optimizes the bounds of unstable intermediate neurons"})
+    input_split_dims: int = field(default=10, metadata={
+        "help": "input splitting instead of ReLU splitting for inputs of at most this many "
+                "dimensions (e.g. ACAS Xu)", "min": 0})
+    input_batch: int = field(default=1024, metadata={
+        "help": "boxes bounded per step of input splitting", "min": 1})
+    bab: BabConfig = field(default_factory=BabConfig, metadata={
+        "help": "branch and bound over ReLU splits, bounded by beta-CROWN"})
+    exact_leaf_time: float = field(default=30.0, metadata={
+        "help": "seconds, at most, for the LP (or small MILP) that decides a fully split "
+                "domain exactly", "min": 0, "min_open": True})
     # a whole-box MILP before BaB on networks with at most this many unstable ReLUs and
     # ReLUs in all (a MILP's cost grows with both: on mnistfc's 512 ReLUs and 784
     # inputs, 50 binaries already took > 30 s while BaB needed 1 s)
-    milp_unstable: int = 64
-    milp_neurons: int = 256
-    milp_share: float = 0.25  # of the time left, at most, for that MILP
+    milp_unstable: int = field(default=64, metadata={
+        "help": "one exact MILP over the whole box before branch and bound when at most "
+                "this many ReLUs are unstable after alpha-CROWN (0: never)", "min": 0})
+    milp_neurons: int = field(default=256, metadata={
+        "help": "... and the network has at most this many ReLUs in all", "min": 0})
+    milp_share: float = field(default=0.25, metadata={
+        "help": "share of the time left, at most, for that MILP", "min": 0, "max": 1})
+
+    def __post_init__(self) -> None:
+        from verifriend.options import check_fields
+
+        check_fields(self)
 
 
 def outward_box(spec: Spec, shape, dtype=torch.float32) -> tuple[Tensor, Tensor]:
