@@ -109,7 +109,7 @@ evaluate: {eps: [0.02], per_class: 1, timeout: 1, pgd_steps: 1}
 
 DIR_COMMANDS = {
     "train": (lambda p, t: ["train", "--arch", "fc_1x20", "--epochs", "1", "--out", str(p)],
-              ["verifriend.data:load_dataset", "verifriend.app.train:train_and_save"],
+              ["verifriend.data:load_dataset", "verifriend.app.train:train_with"],
               "model.pt"),
     "demo": (lambda p, t: ["demo", "--epochs", "1", "--out", str(p)],
              ["verifriend.app.demo:load_dataset", "verifriend.app.demo:train_and_save"], "results.json"),

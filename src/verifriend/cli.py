@@ -1,4 +1,5 @@
-"""The `verifriend` command line: one typer app; each sub-command is a thin call into a package."""
+"""The `verifriend` command line: one typer app; each command parses its flags, builds one
+settings object (:mod:`verifriend.app.settings`) and calls one job in :mod:`verifriend.app`."""
 
 from __future__ import annotations
 
@@ -41,6 +42,16 @@ DataDir = Annotated[
     str | None,
     typer.Option(help="Directory with the data set files (else $VERIFRIEND_DATA, ../shared/datasets)."),
 ]
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option("--config", help="The verifier's options as YAML (`verifriend config verifier` "
+                                  "prints them all, with their defaults); --set overrides it."),
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", metavar="KEY=VALUE", help="Set one verifier option, over --config "
+                 "(a dotted KEY for a section: --set bab.branching=fsb); repeatable."),
+]
 
 
 @app.command(epilog="Example: verifriend demo --out demo-out")
@@ -58,7 +69,8 @@ def demo(
     seed: int = 0,
 ) -> None:
     """Train a natural and an NBC network on real MNIST and compare their verification-friendliness."""
-    from verifriend.app.demo import DemoConfig, run_demo
+    from verifriend.app.demo import run_demo
+    from verifriend.app.settings import DemoConfig
 
     run_demo(DemoConfig(dataset=dataset, data_dir=data_dir, epochs=epochs, train_eps=train_eps,
                         eval_eps=eps, per_class=per_class, verify_timeout=verify_timeout,
@@ -86,18 +98,18 @@ def train(
     """Train a zoo architecture with a (verification-friendly) training method.
 
     A run started again with the same --out and options resumes after its last finished epoch."""
-    from verifriend.app.train import check_train_out, train_and_save
-    from verifriend.data import load_dataset
+    from verifriend.app.settings import TrainSettings
+    from verifriend.app.train import run_train
     from verifriend.train import TrainConfig
     from verifriend.train.recipe import load_recipe
 
-    cfg = TrainConfig.from_dict({"method": "+".join(method), "epochs": epochs, "eps": eps, "lr": lr, "batch_size": batch_size,
-                                     "limit": limit, "seed": seed, "device": device})
-    if recipe is not None:
-        cfg = load_recipe(recipe, cfg)
-    check_train_out(out)  # before the data set is loaded
-    data = load_dataset(dataset, data_dir)
-    _, ckpt, history = train_and_save(arch, data, cfg, out, restart=restart)
+    cfg = TrainConfig.from_dict({"method": "+".join(method), "epochs": epochs, "eps": eps, "lr": lr,
+                                 "batch_size": batch_size, "limit": limit, "seed": seed,
+                                 "device": device})
+    phases = load_recipe(recipe, cfg) if recipe is not None else [cfg]
+    _, ckpt, history = run_train(TrainSettings(out=out, phases=tuple(phases), arch=arch,
+                                               dataset=dataset, data_dir=data_dir,
+                                               restart=restart))
     last = history[-1]
     console.print(f"wrote {ckpt} (train acc {100 * last['train_acc']:.1f}%, "
                   f"{sum(h['time_s'] for h in history):.0f} s of training)")
@@ -120,10 +132,11 @@ def evaluate(
 
     The verifier's per-property log sits next to the model, so an interrupted run resumes."""
     from verifriend.app.display import comparison_table
-    from verifriend.app.evaluate import evaluate_checkpoint
+    from verifriend.app.evaluate import evaluate
+    from verifriend.app.settings import EvaluateSettings
 
-    result = evaluate_checkpoint(model, eps, per_class=per_class, data_dir=data_dir, pgd_steps=pgd_steps,
-                                 timeout=timeout, progress=not json_out, test_limit=test_limit)
+    result = evaluate(EvaluateSettings(model, tuple(eps), per_class, pgd_steps, timeout,
+                                       test_limit, data_dir), progress=not json_out)
     if json_out:
         print(json.dumps(result, indent=2))
     else:
@@ -145,9 +158,10 @@ def experiment(
 
     Running the same command again resumes an interrupted experiment."""
     from verifriend.app.experiment import load_experiment, run_experiment
+    from verifriend.app.settings import ExperimentSettings
 
     exp = load_experiment(recipe, dataset=dataset, arch=arch)
-    run_experiment(exp, out, data_dir=data_dir, console=console)
+    run_experiment(ExperimentSettings(exp, out, data_dir), console=console)
     console.print(f"wrote {out / 'table.md'}, {out / 'results.csv'} and the plots")
 
 
@@ -159,8 +173,9 @@ def export(
 ) -> None:
     """Export a verifriend model to ONNX (normalization included)."""
     from verifriend.app.artifacts import export_checkpoint
+    from verifriend.app.settings import ExportSettings
 
-    export_checkpoint(model, onnx_path)
+    export_checkpoint(ExportSettings(model, onnx_path))
     console.print(f"wrote {onnx_path}")
 
 
@@ -174,20 +189,15 @@ def bounds(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Bound a.Y - b for every output constraint a.Y >= b of the spec, in file order."""
-    from rich.table import Table
-
     from verifriend.app.bounds import bound_files
+    from verifriend.app.display import bounds_table
+    from verifriend.app.settings import BoundsSettings
 
-    result = bound_files(model, spec, method, iterations)
+    result = bound_files(BoundsSettings(model, spec, method, iterations))
     if json_out:
         print(json.dumps(result))
         return
-    table = Table(title=f"{method} bounds of a.Y - b ({result['time_s']:.3f} s)")
-    for col in ("#", "clause", "lower", "upper"):
-        table.add_column(col, justify="right")
-    for i, c in enumerate(result["constraints"]):
-        table.add_row(str(i), str(c["clause"]), f"{c['lower']:.6g}", f"{c['upper']:.6g}")
-    console.print(table)
+    console.print(bounds_table(result, method))
 
 
 @app.command(epilog="Example: verifriend vnncomp net.onnx prop.vnnlib.gz --timeout 120 --out result.txt")
@@ -197,6 +207,8 @@ def vnncomp(
     spec: Annotated[Path, typer.Argument(help="A VNN-LIB spec (.vnnlib or .vnnlib.gz).")],
     out: Annotated[Path, typer.Option(help="Where to write the VNN-COMP result file.")],
     timeout: Annotated[float, typer.Option(min=0.001, help="Seconds for the whole run, loading included.")] = 300.0,
+    config: ConfigFile = None,
+    set_: SetOption = None,
 ) -> None:
     """Run one VNN-COMP instance with the complete verifier and write its result file.
 
@@ -206,16 +218,16 @@ def vnncomp(
     none."""
     import time
 
-    from verifriend.app.outputs import check_out_file, remove_file, write_text_atomic
-    from verifriend.app.vnncomp import format_result, run_instance
+    from verifriend.app.config import verifier_config
+    from verifriend.app.settings import VnncompSettings
+    from verifriend.app.vnncomp import clear_result_file, run_vnncomp
 
-    check_out_file(out, "--out")
-    remove_file(out, "result file")  # a failed or killed run must leave no (stale) verdict
+    clear_result_file(out)  # first: a run that fails, on a bad option too, leaves no verdict
+    settings = VnncompSettings(model, spec, timeout, out, verifier_config(config, set_))
     # run as the `verifriend` executable, the process's start-up counts; called in-process
     # (e.g. by a test), the clock starts here
     elapsed = 0.0 if _process_start is None else time.monotonic() - _process_start
-    verdict = run_instance(model, spec, timeout, elapsed=elapsed)
-    write_text_atomic(out, format_result(verdict))
+    verdict = run_vnncomp(settings, elapsed=elapsed)
     print(f"{verdict.status}  {verdict.time_s:.2f} s")
 
 
@@ -232,43 +244,21 @@ def verify(
              "(default: `<model stem>.verify.eps<E>.jsonl` next to the model).")] = None,
     seed: Annotated[int, typer.Option(help="Selection of the test images (0: the first of each class).")] = 0,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of a table.")] = False,
+    config: ConfigFile = None,
+    set_: SetOption = None,
 ) -> None:
     """Verify Linf robustness of test images with the complete verifier; resumes a killed run."""
-    from rich.table import Table
+    from verifriend.app.campaign import run_verify
+    from verifriend.app.config import verifier_config
+    from verifriend.app.display import campaign_table
+    from verifriend.app.settings import CampaignSettings
 
-    from verifriend.app.campaign import (
-        check_results_file,
-        check_settings,
-        default_out,
-        run_campaign,
-    )
-
-    check_settings(eps, timeout, per_class)  # before the default file name is derived from eps
-    what = "--out" if out is not None else "the results file"
-    out = out if out is not None else default_out(model, eps)
-    if model.is_file():  # a missing model is run_campaign's to report
-        check_results_file(out, what)
-    result = run_campaign(model, eps=eps, timeout=timeout, per_class=per_class, data_dir=data_dir,
-                          out_jsonl=out, seed=seed, progress=not json_out)
+    result = run_verify(CampaignSettings(model, eps, timeout, per_class, data_dir, out, seed,
+                                         verifier_config(config, set_)), progress=not json_out)
     if json_out:
         print(json.dumps(result.to_dict(), indent=2))
         return
-    s = result.summary
-
-    def fmt(v, unit=""):
-        return "-" if v is None else f"{v:.1f}{unit}" if unit == "%" else f"{v:.3g}{unit}"
-
-    table = Table(title=f"{result.model} at eps={eps:g}, timeout {timeout:g} s ({s['n']} properties)")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for label, v in (("UNSAT (proved)", fmt(s["unsat_pct"], "%")), ("SAT (counterexample)", fmt(s["sat_pct"], "%")),
-                     ("timeout / unknown", fmt(s["timeout_pct"], "%")),
-                     ("misclassified", fmt(s["misclassified_pct"], "%")),
-                     ("stable ReLUs (CROWN)", fmt(s["stable_pct"], "%")), ("mean time", fmt(s["mean_time_s"], " s")),
-                     ("mean time UNSAT+timeout", fmt(s["mean_time_unsat_timeout_s"], " s")),
-                     ("mean subproblems", fmt(s["mean_domains"]))):
-        table.add_row(label, v)
-    console.print(table)
+    console.print(campaign_table(result, eps, timeout))
     console.print(f"results: {result.out_jsonl} ({result.resumed} resumed, {result.new} new)", highlight=False,
                   soft_wrap=True)
 
@@ -314,26 +304,18 @@ def bnn_train(
     threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads (on a busy 2-core machine 1 trained conv-small ~5x faster than 2).")] = None,
 ) -> None:
     """Train a BNN (BinMask, cardinality-bound decay, adaptive gradient cancelling, PGD)."""
-    from verifriend.app.bnn_train import train_and_save
+    from verifriend.app.bnn_train import run_bnn_train
+    from verifriend.app.display import bnn_train_text
+    from verifriend.app.settings import BnnTrainSettings
     from verifriend.bnn.train import BNNTrainConfig
-
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
 
     cfg = BNNTrainConfig(epochs=epochs, eps=eps, cbd=cbd, mask_decay=mask_decay, lr=lr,
                          batch_size=batch_size, limit=limit, adaptive_alpha=adaptive_alpha,
                          seed=seed, verifier_epochs=verifier_epochs,
                          verifier_images=verifier_images, verifier_time=verifier_time)
-    s = train_and_save(arch, dataset, cfg, out, step=step, sparsity=sparsity, data_dir=data_dir,
-                       test_limit=test_limit)
-    b = s["bounds"]
-    pgd = (f", PGD-20 accuracy {100 * s['pgd_acc']:.2f}% at eps {s['pgd_eps']:g}"
-           if "pgd_acc" in s else "")
-    console.print(f"{out}: test accuracy {100 * s['test_acc']:.2f}%{pgd}, cardinality bound after "
-                  f"the first layer mean {b['mean_after_first']:.1f} max {b['max_after_first']}, "
-                  f"trained in {s['train_s']:.0f} s", highlight=False, soft_wrap=True)
+    summary = run_bnn_train(BnnTrainSettings(out, arch, dataset, data_dir, cfg, step, sparsity,
+                                             test_limit, threads=threads))
+    console.print(bnn_train_text(out, summary), highlight=False, soft_wrap=True)
 
 
 @bnn_app.command("verify", epilog="Example: verifriend bnn verify runs/bnn/conv-small.pt --eps 0.1 --limit 1000")
@@ -351,36 +333,16 @@ def bnn_verify(
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Exact robustness verification of a BNN: one SAT encoding, one query per image."""
-    from rich.progress import Progress
+    from verifriend.app.bnn_verify import run_bnn_verify
+    from verifriend.app.display import bnn_verify_text
+    from verifriend.app.settings import BnnVerifySettings
 
-    from verifriend.app.bnn_verify import verify_model
-
-    with Progress(console=err_console, transient=True, disable=json_out) as bar:
-        task = bar.add_task("verifying", total=limit)
-
-        def tick(i, v):
-            bar.update(task, advance=1, description=f"#{i}: {v.verdict}")
-
-        r = verify_model(model, eps, solver=solver, timeout=timeout, limit=limit,
-                         dataset=dataset, data_dir=data_dir, pgd_steps=pgd_steps, log=log,
-                         progress=tick)
+    r = run_bnn_verify(BnnVerifySettings(model, eps, solver, timeout, limit, dataset, data_dir,
+                                         pgd_steps, log), progress=not json_out)
     if json_out:
         print(json.dumps(r, indent=2, default=float))
         return
-    n = r["images"]
-    console.print(
-        f"{r['model']} on {r['dataset']}, eps {eps:g}, solver {r['backend']}: {n} images\n"
-        f"  verified robust {r['robust']}  attack {r['attack']}  misclassified {r['misclassified']}"
-        f"  unknown {r['unknown']}  replay failed {r['replay_failed']}\n"
-        f"  verifiable accuracy {100 * r['verifiable_accuracy']:.2f}%   PGD-{r['pgd_steps']} accuracy "
-        f"{100 * r['pgd_accuracy']:.2f}%   natural accuracy {100 * r['natural_accuracy']:.2f}%\n"
-        f"  build {r['build_s']:.2f} s (once), solve mean {1000 * r['solve_mean_s']:.2f} ms, "
-        f"max {1000 * r['solve_max_s']:.1f} ms; total per image {1000 * r['total_per_image_s']:.2f} ms\n"
-        f"  sparsity {100 * r['sparsity']['total']:.1f}% (per layer "
-        f"{', '.join(f'{100 * v:.1f}%' for v in r['sparsity']['layers'])})\n"
-        f"  cardinality bound after the first layer: mean {r['bounds']['mean_after_first']:.2f}, "
-        f"max {r['bounds']['max_after_first']}", highlight=False, soft_wrap=True)
-
+    console.print(bnn_verify_text(r, eps), highlight=False, soft_wrap=True)
 
 
 @bnn_app.command("bench", epilog="Examples: verifriend bnn bench --quick | verifriend bnn bench "
@@ -408,28 +370,39 @@ def bnn_bench(
     image (assumptions). native-fresh answers each query on a newly loaded solver: the gain of
     reusing one encoding. Unknown queries count at the time limit (ratios are lower bounds).
     """
-    from verifriend.app.bnn_bench import format_summary, run_bench, slim, write_json
-    from verifriend.app.outputs import check_out_file
+    from verifriend.app.bnn_bench import format_summary, run_bnn_bench, slim
+    from verifriend.app.settings import BnnBenchSettings
 
-    if out is not None:
-        check_out_file(out, "--out")  # before the benchmark runs
-
-    def split(text: str | None) -> list[str] | None:
-        return [t.strip() for t in text.split(",") if t.strip()] if text else None
+    def split(text: str | None) -> tuple[str, ...] | None:
+        return tuple(t.strip() for t in text.split(",") if t.strip()) if text else None
 
     def log(line: str) -> None:
         err_console.print(line, highlight=False)
 
-    r = run_bench(models or None, nets=split(nets), quick=quick, models_dir=models_dir,
-                  backends=split(backends), radii=eps or None, images=images, time_limit=timeout,
-                  max_clauses=max_clauses, dataset=dataset, data_dir=data_dir, workers=workers,
-                  log=log)
-    if out is not None:
-        write_json(r, out)
+    r = run_bnn_bench(BnnBenchSettings(tuple(models or ()), quick, split(nets), models_dir,
+                                       split(backends), tuple(eps) if eps else None, images,
+                                       timeout, max_clauses, dataset, data_dir, workers, out),
+                      log=log)
     if json_out:
         print(json.dumps(slim(r), indent=1, default=float))
     else:
         console.print(format_summary(r), highlight=False, soft_wrap=True)  # a fixed-width table
+
+config_app = typer.Typer(help="Print a job's options as YAML, to edit and pass back with --config.",
+                         no_args_is_help=True, rich_markup_mode="markdown")
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("verifier", epilog="Example: verifriend config verifier > v.yaml && "
+                    "verifriend vnncomp net.onnx prop.vnnlib --config v.yaml --out result.txt")
+@user_errors
+def config_verifier() -> None:
+    """The complete verifier's options with their defaults, as YAML with a comment per option
+    (the file `verifriend verify` and `verifriend vnncomp` read with --config)."""
+    from verifriend.app.config import VERIFIER_HEADER, options_yaml
+    from verifriend.verify.verifier import VerifierConfig
+
+    print(options_yaml(VerifierConfig(), VERIFIER_HEADER), end="")
 
 
 # commands whose process is timed from outside (a VNN-COMP harness): they skip the

@@ -14,6 +14,7 @@ from verifriend.app.outputs import (
     save_torch_atomic,
     write_bytes_atomic,
 )
+from verifriend.app.settings import ExportSettings
 from verifriend.bnn.export import bnn_checkpoint
 from verifriend.bnn.network import BNN
 from verifriend.models.io import checkpoint, load_model, onnx_bytes
@@ -45,8 +46,9 @@ def write_figure(path: PathLike, png: bytes) -> Path:
     return write_bytes_atomic(path, png)
 
 
-def export_checkpoint(model_path: PathLike, onnx_path: PathLike) -> Path:
-    """The `export` job: a checkpoint written by `verifriend train` as an ONNX file."""
-    check_out_file(onnx_path, "the ONNX file")  # before the model is loaded
-    net, meta = load_model(model_path)
-    return export_onnx(net, onnx_path, tuple(meta["input_shape"]))
+def export_checkpoint(settings: ExportSettings) -> Path:
+    """The `export` job: a checkpoint written by `verifriend train` as an ONNX file (its place
+    checked before the model is loaded)."""
+    check_out_file(settings.onnx, "the ONNX file")
+    net, meta = load_model(settings.model)
+    return export_onnx(net, settings.onnx, tuple(meta["input_shape"]))

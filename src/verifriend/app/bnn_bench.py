@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from verifriend.app.outputs import check_out_dir, check_out_file, write_json_atomic
+from verifriend.app.settings import BnnBenchSettings
 from verifriend.bnn.encode import encode
 from verifriend.bnn.integer import IntBNN
 from verifriend.bnn.solvers import make_backend
@@ -153,8 +155,6 @@ def prepare_nets(names: list[str], models_dir: Path, *, data_dir: str | None = N
 
     todo = [n for n in names if not _cached(BENCH_NETS[n], models_dir / f"{n}.pt")]
     if todo:  # nets to train: their folder must take them, said before any training
-        from verifriend.app.outputs import check_out_dir
-
         check_out_dir(models_dir, "--models-dir", files=[f"{n}.pt" for n in todo])
     failed: set[str] = set()
     if workers > 1 and len(todo) > 1:
@@ -349,13 +349,6 @@ def slim(out: dict) -> dict:
     return {"agree": out["agree"], "backends": out["backends"], "suites": suites}
 
 
-def write_json(out: dict, path: Path) -> None:
-    """``out`` as JSON at ``path``, written atomically."""
-    from verifriend.app.outputs import write_json_atomic
-
-    write_json_atomic(path, out, indent=1, default=float)
-
-
 FULL_BACKENDS = ("native", "exact", "cpsat", "pysat-gluecard4", "pysat-minicard", "z3",
                  "pysat-seqcounter-minisat22", "pysat-cardnetwrk-minisat22",
                  "pysat-totalizer-cadical153", "pysat-sortnetwrk-cadical153")
@@ -390,73 +383,82 @@ def suites_for(models: list[tuple[str, Path]], radii: list[float] | None, images
     return suites
 
 
-def run_bench(
-    models: list[Path] | None = None,
-    *,
-    nets: list[str] | None = None,
-    quick: bool = False,
-    models_dir: Path = Path("runs/bnn-bench"),
-    backends: list[str] | None = None,
-    radii: list[float] | None = None,
-    images: int | None = None,
-    time_limit: float | None = None,
-    max_clauses: int | None = None,
-    dataset: str | None = None,
-    data_dir: str | None = None,
-    workers: int = 2,
-    log: Callable[[str], None] = print,
-) -> dict:
+def run_bench(models: list[Path] | None = None, *, nets: list[str] | None = None,
+              quick: bool = False, models_dir: Path = Path("runs/bnn-bench"),
+              backends: list[str] | None = None, radii: list[float] | None = None,
+              images: int | None = None, time_limit: float | None = None,
+              max_clauses: int | None = None, dataset: str | None = None,
+              data_dir: str | None = None, workers: int = 2,
+              log: Callable[[str], None] = print) -> dict:
+    """:func:`bench` from keyword arguments."""
+    def tup(v):
+        return None if v is None else tuple(v)
+
+    return bench(BnnBenchSettings(tuple(models or ()), quick, tup(nets), Path(models_dir),
+                                  tup(backends), tup(radii), images, time_limit, max_clauses,
+                                  dataset, data_dir, workers), log=log)
+
+
+def _backends(s: BnnBenchSettings, log: Callable[[str], None]) -> list[str]:
+    """The backends to run: the named ones (each must be installed), or the defaults that
+    are installed here (the rest said in the log)."""
+    from verifriend.bnn.solvers import available_backends
+
+    if s.backends:
+        for name in s.backends:  # a clear error for an unknown or missing backend, before work
+            make_backend(name).close()
+        return list(s.backends)
+    have = set(available_backends())
+    wanted = QUICK_BACKENDS if s.quick else FULL_BACKENDS
+    missing = [b for b in wanted if b not in have]
+    if missing:
+        log(f"not installed here, left out: {', '.join(missing)}")
+    return [b for b in wanted if b in have]
+
+
+def bench(settings: BnnBenchSettings, *, log: Callable[[str], None] = print) -> dict:
     """The whole benchmark: networks (given files, or the bench nets trained or loaded), suites,
     every backend on every suite, the summary (`summarize`).
 
     Defaults: quick runs QUICK_NETS on QUICK_BACKENDS, 50 images a net, with a 1 s limit and
-    skips CNF backends above QUICK_MAX_CLAUSES; the full run takes FULL_NETS (those whose data set is missing are
-    left out, said in the log) on FULL_BACKENDS with a 2 s limit. Default backends that are not
-    installed are left out (said in the log); named ones must be installed. Networks to train
-    are trained `workers` at a time.
+    skips CNF backends above QUICK_MAX_CLAUSES; the full run takes FULL_NETS (those whose data
+    set is missing are left out, said in the log) on FULL_BACKENDS with a 2 s limit. Default
+    backends that are not installed are left out (said in the log); named ones must be
+    installed. Networks to train are trained `workers` at a time.
     """
-    from verifriend.bnn.solvers import available_backends
-
-    if time_limit is not None and not time_limit > 0:
-        raise UserError(f"--timeout must be > 0 seconds, got {time_limit}.")
-    if radii and min(radii) < 0:
-        raise UserError(f"--eps must be >= 0, got {min(radii)}.")
-    if images is not None and images < 1:
-        raise UserError(f"--images must be at least 1, got {images}.")
-    if max_clauses is not None and max_clauses < 1:
-        raise UserError(f"--max-clauses must be at least 1, got {max_clauses}.")
-    if backends:
-        for name in backends:  # a clear error for an unknown or missing backend, before work
-            make_backend(name).close()
-        chosen = list(backends)
+    s = settings
+    chosen = _backends(s, log)
+    time_limit = s.timeout if s.timeout is not None else 1.0 if s.quick else 2.0
+    images = s.images if s.images is not None or not s.quick else 50
+    max_clauses = (s.max_clauses if s.max_clauses is not None or not s.quick
+                   else QUICK_MAX_CLAUSES)
+    if s.models:
+        pairs = [(Path(p).stem, Path(p)) for p in s.models]
     else:
-        have = set(available_backends())
-        wanted = QUICK_BACKENDS if quick else FULL_BACKENDS
-        chosen = [b for b in wanted if b in have]
-        missing = [b for b in wanted if b not in have]
-        if missing:
-            log(f"not installed here, left out: {', '.join(missing)}")
-    if time_limit is None:
-        time_limit = 1.0 if quick else 2.0
-    if images is None and quick:
-        images = 50
-    if max_clauses is None and quick:
-        max_clauses = QUICK_MAX_CLAUSES
-    if models:
-        pairs = [(Path(p).stem, Path(p)) for p in models]
-    else:
-        names = list(nets or (QUICK_NETS if quick else FULL_NETS))
+        names = list(s.nets or (QUICK_NETS if s.quick else FULL_NETS))
         unknown = [n for n in names if n not in BENCH_NETS]
         if unknown:
             raise UserError(f"Unknown bench network(s) {', '.join(unknown)}: choose from "
                             f"{', '.join(BENCH_NETS)}.")
         # nets asked for by name must be there; of the default list, missing data leaves out
-        pairs = prepare_nets(names, models_dir, data_dir=data_dir, workers=workers,
-                             strict=bool(nets), log=log)
-    suites = suites_for(pairs, radii, images, dataset=dataset, data_dir=data_dir,
+        pairs = prepare_nets(names, s.models_dir, data_dir=s.data_dir, workers=s.workers,
+                             strict=bool(s.nets), log=log)
+    suites = suites_for(pairs, list(s.radii) if s.radii else None, images, dataset=s.dataset,
+                        data_dir=s.data_dir,
                         default_images={n: BENCH_NETS[n].images for n in BENCH_NETS})
-    results = [run_suite(s, chosen, time_limit, max_clauses=max_clauses, progress=log)
-               for s in suites]
+    results = [run_suite(suite, chosen, time_limit, max_clauses=max_clauses, progress=log)
+               for suite in suites]
     out = summarize(results)
     out["time_limit_s"] = time_limit
     return out
+
+
+def run_bnn_bench(settings: BnnBenchSettings, *, log: Callable[[str], None] = print) -> dict:
+    """The `bnn bench` job: the output file is checked before the benchmark runs, and
+    written (everything, per-query verdicts and times included) after it."""
+    if settings.out is not None:
+        check_out_file(settings.out, "--out")
+    result = bench(settings, log=log)
+    if settings.out is not None:
+        write_json_atomic(settings.out, result, indent=1, default=float)
+    return result

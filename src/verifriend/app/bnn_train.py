@@ -1,4 +1,4 @@
-"""BNN jobs behind `verifriend bnn ...`: train and save, verify a data set, both as plain data."""
+"""The `bnn train` job: train a BNN, export its exact integer form, save both with a summary."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 from verifriend.app.artifacts import save_bnn
 from verifriend.app.display import batch_bars
 from verifriend.app.outputs import check_out_file, output_dir, write_json_atomic
+from verifriend.app.settings import BnnTrainSettings, parse_arch
 from verifriend.bnn.export import bound_stats, export_integer
 from verifriend.bnn.network import BNN, BNNSpec
 from verifriend.bnn.train import (
@@ -34,31 +35,26 @@ def load_data(dataset: str, data_dir: str | None = None):
     return ds.x_train, ds.y_train, ds.x_test, ds.y_test, ds.input_shape, ds.num_classes
 
 
-def parse_arch(arch: str) -> str | list[int]:
-    """A name (mlp, conv-small, conv-large, digits) or hidden widths like '100,50'."""
-    if arch[:1].isdigit():
-        try:
-            return [int(w) for w in arch.split(",")]
-        except ValueError:
-            raise UserError(f"--arch {arch!r}: widths must be integers like 100,50.") from None
-    return arch
+def run_bnn_train(settings: BnnTrainSettings, *, progress: bool = True) -> dict:
+    """The `bnn train` job: :func:`train_with` on ``settings.threads`` torch threads."""
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
+    return train_with(settings, progress=progress)
 
 
-def train_and_save(
-    arch: str,
-    dataset: str,
-    cfg: BNNTrainConfig,
-    out: Path,
-    *,
-    step: float | None = None,
-    sparsity: str = "binmask",
-    data_dir: str | None = None,
-    test_limit: int | None = None,
-    pgd_images: int = 1000,
-    meta: dict | None = None,
-    progress: bool = True,
-    on_epoch_end: Callable[[int, BNN, dict], None] | None = None,
-) -> dict:
+def train_and_save(arch: str, dataset: str, cfg: BNNTrainConfig, out: Path, *,
+                   step: float | None = None, sparsity: str = "binmask",
+                   data_dir: str | None = None, test_limit: int | None = None,
+                   pgd_images: int = 1000, meta: dict | None = None, progress: bool = True,
+                   on_epoch_end: Callable[[int, BNN, dict], None] | None = None) -> dict:
+    """:func:`train_with` from keyword arguments."""
+    settings = BnnTrainSettings(Path(out), arch, dataset, data_dir, cfg, step, sparsity,
+                                test_limit, pgd_images)
+    return train_with(settings, meta=meta, progress=progress, on_epoch_end=on_epoch_end)
+
+
+def train_with(settings: BnnTrainSettings, *, meta: dict | None = None, progress: bool = True,
+               on_epoch_end: Callable[[int, BNN, dict], None] | None = None) -> dict:
     """Train a BNN, save `out` (.pt) and `out` with .json (summary and history); the summary.
 
     The summary holds the recipe (arch, dataset, step, sparsity, config) next to the figures:
@@ -66,11 +62,9 @@ def train_and_save(
     accuracy at the training eps on the first `pgd_images` test images, sparsity and bounds.
     `meta` adds entries to the model file's meta; `on_epoch_end` goes to `train_bnn`.
     """
-    out = check_train_out(out)
+    out = check_train_out(settings.out)
     with output_dir(out.parent, check=False):  # folders left empty by a failure go
-        return _train(arch, dataset, cfg, out, step=step, sparsity=sparsity, data_dir=data_dir,
-                      test_limit=test_limit, pgd_images=pgd_images, meta=meta,
-                      progress=progress, on_epoch_end=on_epoch_end)
+        return _train(settings, out, meta, progress, on_epoch_end)
 
 
 def check_train_out(out: str | Path, what: str = "--out") -> Path:
@@ -84,13 +78,15 @@ def check_train_out(out: str | Path, what: str = "--out") -> Path:
     return out
 
 
-def _train(arch: str, dataset: str, cfg: BNNTrainConfig, out: Path, *, step, sparsity,
-           data_dir, test_limit, pgd_images, meta, progress, on_epoch_end) -> dict:
-    xtr, ytr, xte, yte, shape, classes = load_data(dataset, data_dir)
+def _train(s: BnnTrainSettings, out: Path, meta: dict | None, progress: bool,
+           on_epoch_end: Callable[[int, BNN, dict], None] | None) -> dict:
+    arch, dataset, cfg, test_limit, pgd_images = (s.arch, s.dataset, s.config, s.test_limit,
+                                                  s.pgd_images)
+    xtr, ytr, xte, yte, shape, classes = load_data(dataset, s.data_dir)
     if test_limit is not None:
         xte, yte = xte[:test_limit], yte[:test_limit]
-    model = BNN(BNNSpec(parse_arch(arch), input_shape=shape, num_classes=classes, step=step,
-                        sparsity=sparsity), seed=cfg.seed)
+    model = BNN(BNNSpec(parse_arch(arch), input_shape=shape, num_classes=classes, step=s.step,
+                        sparsity=s.sparsity), seed=cfg.seed)
     t0 = time.perf_counter()
     with batch_bars(progress) as bar:
         history = train_bnn(model, (xtr, ytr), cfg, test=(xte, yte), progress=bar,
@@ -102,7 +98,7 @@ def _train(arch: str, dataset: str, cfg: BNNTrainConfig, out: Path, *, step, spa
         torch_pred = torch.cat([model(xte[i:i + 1000]).argmax(1)
                                 for i in range(0, len(xte), 1000)]).numpy()
     summary = {
-        "arch": arch, "dataset": dataset, "step": model.step, "sparsity_mode": sparsity,
+        "arch": arch, "dataset": dataset, "step": model.step, "sparsity_mode": s.sparsity,
         "config": config_dict(cfg), "train_s": train_s,
         "train_examples": min(len(ytr), cfg.limit or len(ytr)),
         "test_acc": float((pred == yte.numpy()).mean()),

@@ -10,7 +10,9 @@ import numpy as np
 import torch
 
 from verifriend.app.bnn_train import load_data
+from verifriend.app.display import image_bar
 from verifriend.app.outputs import check_out_file, write_text_atomic
+from verifriend.app.settings import BnnVerifySettings
 from verifriend.bnn.encode import encode
 from verifriend.bnn.export import bound_stats, export_integer, load_bnn
 from verifriend.bnn.network import BNN
@@ -34,38 +36,37 @@ def load_with_test_set(model_path: Path, dataset: str | None = None,
     return model, dataset, xte, yte
 
 
-def verify_model(
-    model_path: Path,
-    eps: float,
-    *,
-    solver: str = "native",
-    timeout: float | None = None,
-    limit: int | None = None,
-    dataset: str | None = None,
-    data_dir: str | None = None,
-    pgd_steps: int = 20,
-    log: Path | None = None,
-    progress: Callable[[int, ImageVerdict], None] | None = None,
-) -> dict:
-    """Exact verification of a saved BNN on the test set: verdicts, times, accuracies, bounds."""
-    if eps < 0:
-        raise UserError(f"--eps must be >= 0, got {eps}.")
-    if timeout is not None and not timeout > 0:
-        raise UserError(f"--timeout must be > 0 seconds, got {timeout}.")
-    if limit is not None and limit < 1:
-        raise UserError(f"--limit must be at least 1 image, got {limit}.")
-    if pgd_steps < 0:
-        raise UserError(f"--pgd-steps must be >= 0, got {pgd_steps}.")
-    if log is not None:
-        log = check_out_file(log, "--log")
-    model, dataset, xte, yte = load_with_test_set(model_path, dataset, data_dir)
-    if limit is not None:
-        xte, yte = xte[:limit], yte[:limit]
+def run_bnn_verify(settings: BnnVerifySettings, *, progress: bool = True) -> dict:
+    """The `bnn verify` job: :func:`verify` with a progress bar on stderr."""
+    with image_bar(progress, settings.limit) as tick:
+        return verify(settings, progress=tick)
+
+
+def verify_model(model_path: Path, eps: float, *, solver: str = "native",
+                 timeout: float | None = None, limit: int | None = None,
+                 dataset: str | None = None, data_dir: str | None = None, pgd_steps: int = 20,
+                 log: Path | None = None,
+                 progress: Callable[[int, ImageVerdict], None] | None = None) -> dict:
+    """:func:`verify` from keyword arguments."""
+    return verify(BnnVerifySettings(Path(model_path), eps, solver, timeout, limit, dataset,
+                                    data_dir, pgd_steps, None if log is None else Path(log)),
+                  progress=progress)
+
+
+def verify(settings: BnnVerifySettings,
+           progress: Callable[[int, ImageVerdict], None] | None = None) -> dict:
+    """Exact verification of a saved BNN on the test set: verdicts, times, accuracies, bounds
+    (EEV: one reified-cardinality encoding, one SAT query per image under assumptions)."""
+    s = settings
+    log = None if s.log is None else check_out_file(s.log, "--log")
+    model, dataset, xte, yte = load_with_test_set(s.model, s.dataset, s.data_dir)
+    if s.limit is not None:
+        xte, yte = xte[:s.limit], yte[:s.limit]
     net = export_integer(model)
-    backend = make_backend(solver)
+    backend = make_backend(s.solver)
     enc = encode(net)
-    summary = verify_dataset(net, backend, xte.numpy().astype(np.float64), yte.numpy(), eps,
-                             time_limit=timeout, encoded=enc, progress=progress)
+    summary = verify_dataset(net, backend, xte.numpy().astype(np.float64), yte.numpy(), s.eps,
+                             time_limit=s.timeout, encoded=enc, progress=progress)
     backend.close()
     result = summary.as_dict()
     verdicts = result.pop("verdicts")
@@ -73,12 +74,11 @@ def verify_model(
         write_text_atomic(log, "".join(json.dumps(v) + "\n" for v in verdicts))
     clean = float((net.predict(net.quantize(xte.numpy())) == yte.numpy()).mean())
     result.update({
-        "model": str(model_path), "dataset": dataset, "natural_accuracy": clean,
-        "pgd_accuracy": robust_accuracy(model, xte, yte, eps, steps=pgd_steps) if eps > 0
+        "model": str(s.model), "dataset": dataset, "natural_accuracy": clean,
+        "pgd_accuracy": robust_accuracy(model, xte, yte, s.eps, steps=s.pgd_steps) if s.eps > 0
         else clean,
-        "pgd_steps": pgd_steps, "sparsity": model.sparsity(), "bounds": bound_stats(net),
+        "pgd_steps": s.pgd_steps, "sparsity": model.sparsity(), "bounds": bound_stats(net),
         "formula": {"vars": enc.formula.num_vars, "cards": len(enc.formula.cards),
                     "clauses": len(enc.formula.clauses)},
     })
     return result
-

@@ -1,17 +1,15 @@
-"""Bound every output constraint of a VNN-LIB spec over its input box(es): `verifriend bounds`."""
+"""The `bounds` job: bound every output constraint of a VNN-LIB spec over its input box(es)."""
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import torch
 
+from verifriend.app.settings import BoundsSettings
 from verifriend.bounds import Graph, compute_bounds
 from verifriend.errors import UserError
 from verifriend.specs.spec import Spec
-
-METHODS = ("ibp", "crown", "alpha")
 
 
 def _bound_rows(graph: Graph, spec: Spec, A: torch.Tensor, method: str, iterations: int):
@@ -28,20 +26,15 @@ def _bound_rows(graph: Graph, spec: Spec, A: torch.Tensor, method: str, iteratio
     return b.lower[0], b.upper[0]
 
 
-def _check_method(method: str) -> None:
-    if method not in METHODS:
-        raise UserError(f"unknown bound method '{method}'; choose one of {', '.join(METHODS)}.")
-
-
 def bound_constraints(graph: Graph, specs: list[Spec], method: str = "crown",
                       iterations: int = 20) -> dict:
-    """``{"method", "time_s", "constraints": [{"clause", "lower", "upper"}]}`` for ``a.Y - b``.
+    """``{"method", "time_s", "constraints": [{"clause", "lower", "upper"}]}`` for ``a.Y - b``
+    (``method``: one of :data:`~verifriend.app.settings.BOUND_METHODS`).
 
     Constraints are listed in file order. A file whose inputs form several boxes (an OR over
     input constraints) yields one spec per box; a constraint's bounds are then the loosest
     over the boxes, i.e. its bounds over their union.
     """
-    _check_method(method)
     n_out = graph.num_outputs
     if specs and specs[0].n_outputs != n_out:
         raise UserError(f"the spec has {specs[0].n_outputs} outputs but the network has {n_out}.")
@@ -68,13 +61,11 @@ def bound_constraints(graph: Graph, specs: list[Spec], method: str = "crown",
     return {"method": method, "time_s": time.perf_counter() - start, "constraints": rows or []}
 
 
-def bound_files(onnx_path: str | Path, vnnlib_path: str | Path, method: str = "crown",
-                iterations: int = 20) -> dict:
+def bound_files(settings: BoundsSettings) -> dict:
     """Load an ONNX network and a VNN-LIB spec and bound every output constraint."""
     from verifriend.bounds.frontends.onnx import load_onnx
     from verifriend.specs.vnnlib import read_vnnlib
 
-    _check_method(method)
-    graph = load_onnx(onnx_path)
-    specs = read_vnnlib(vnnlib_path)
-    return bound_constraints(graph, specs, method, iterations)
+    graph = load_onnx(settings.model)
+    specs = read_vnnlib(settings.spec)
+    return bound_constraints(graph, specs, settings.method, settings.iterations)

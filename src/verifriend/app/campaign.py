@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -25,6 +24,9 @@ from pathlib import Path
 
 import torch
 
+from verifriend.app.display import campaign_bar
+from verifriend.app.outputs import check_out_file, output_dir, write_text_atomic
+from verifriend.app.settings import CampaignSettings
 from verifriend.bounds.frontends.torch import from_module
 from verifriend.errors import UserError
 from verifriend.verify.verifier import verify_spec
@@ -103,12 +105,6 @@ def summarize(lines: Iterable[dict]) -> dict:
     }
 
 
-def default_out(model_path: str | os.PathLike, eps: float) -> Path:
-    """``<model stem>.verify.eps<E>.jsonl`` next to the model."""
-    p = Path(model_path)
-    return p.with_name(f"{p.stem}.verify.eps{eps:g}.jsonl")
-
-
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -171,8 +167,6 @@ def check_results_file(path: str | os.PathLike, what: str = "--out") -> Path:
     place, or an existing non-empty file that is not a verifriend campaign log (a campaign
     never overwrites a file it did not write). A log for other settings is refused later,
     by :func:`run_campaign`, once the model's hash is known."""
-    from verifriend.app.outputs import check_out_file
-
     path = check_out_file(path, what, append=True)
     try:
         with open(path, "rb") as f:
@@ -198,8 +192,6 @@ def check_results_file(path: str | os.PathLike, what: str = "--out") -> Path:
 
 
 def _rewrite(path: Path, header: dict | None, lines: list[dict]) -> None:
-    from verifriend.app.outputs import write_text_atomic
-
     rows = ([header] if header is not None else []) + lines
     write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
 
@@ -214,8 +206,6 @@ def _append(f, obj: dict) -> None:
 def _discard_if_unused(out: Path, fresh: bool) -> Iterator[None]:
     """Create ``out``'s folder for the block; if the block fails, a log this run started that
     holds no property yet is removed, and so are the folders made for it."""
-    from verifriend.app.outputs import output_dir
-
     with output_dir(out.parent, check=False):
         try:
             yield
@@ -227,142 +217,138 @@ def _discard_if_unused(out: Path, fresh: bool) -> Iterator[None]:
             raise
 
 
-def check_settings(eps: float, timeout: float, per_class: int) -> None:
-    """Reject settings a campaign cannot run with (UserError, one sentence)."""
-    if not (isinstance(eps, (int, float)) and 0 <= eps <= 1):
-        raise UserError(f"--eps must be in [0, 1] (pixel space), got {eps}.")
-    if not (isinstance(timeout, (int, float)) and timeout > 0 and math.isfinite(timeout)):
-        raise UserError(f"--timeout must be a positive number of seconds, got {timeout}.")
-    if per_class < 1:
-        raise UserError(f"--per-class must be at least 1, got {per_class}.")
-
-
 def _describe(settings: dict) -> str:
     return ", ".join(f"{k}={settings.get(k)}" for k in SETTING_KEYS if k != "model_sha256")
 
 
-def run_campaign(
-    model_path: str | os.PathLike,
-    *,
-    eps: float,
-    timeout: float,
-    per_class: int = 10,
-    data_dir: str | os.PathLike | None = None,
-    out_jsonl: str | os.PathLike,
-    seed: int = 0,
-    verify: Callable | None = None,
-    progress: bool = True,
-) -> CampaignSummary:
-    """Verify (or finish verifying) the Linf robustness of ``per_class`` test images per class.
+def run_verify(settings: CampaignSettings, *, progress: bool = True) -> CampaignSummary:
+    """The `verify` job: the results file is checked before any work (a missing model is
+    :func:`campaign`'s to report), then the campaign runs."""
+    out = settings.results_file
+    if Path(settings.model).is_file():
+        check_results_file(out, "--out" if settings.out is not None else "the results file")
+    return campaign(settings, progress=progress)
 
-    ``verify`` has the signature of :func:`~verifriend.verify.verifier.verify_spec` (the
-    default); it is called once per correctly classified property not yet in ``out_jsonl``.
-    Each decided property is appended to ``out_jsonl`` at once (flushed and fsynced).
-    Raises UserError for bad settings or a file written for other settings.
-    """
-    from verifriend.bounds.crown import crown
-    from verifriend.bounds.result import stable_mask
-    from verifriend.data import load_dataset, select_per_class
-    from verifriend.models.io import load_model
-    from verifriend.specs.spec import Spec
 
-    check_settings(eps, timeout, per_class)
-    model_path = Path(model_path)
-    verify = verify or verify_spec
-    model, meta = load_model(model_path)
-    out = check_results_file(out_jsonl)
-    fresh = not os.path.lexists(out)
-    settings = {"model": str(model_path.resolve()), "model_sha256": _sha256(model_path),
-                "eps": float(eps), "timeout": float(timeout), "per_class": int(per_class),
-                "seed": int(seed)}
+def run_campaign(model_path: str | os.PathLike, *, eps: float, timeout: float,
+                 per_class: int = 10, data_dir: str | os.PathLike | None = None,
+                 out_jsonl: str | os.PathLike, seed: int = 0, verify: Callable | None = None,
+                 progress: bool = True) -> CampaignSummary:
+    """:func:`campaign` from keyword arguments (the verifier's default options)."""
+    settings = CampaignSettings(Path(model_path), eps, timeout, per_class, data_dir,
+                                Path(out_jsonl), seed)
+    return campaign(settings, verify=verify, progress=progress)
 
-    header, lines, truncated = read_results(out)
+
+def _settings_key(s: CampaignSettings) -> dict:
+    """What a results file is bound to (:data:`SETTING_KEYS`)."""
+    model = Path(s.model)
+    return {"model": str(model.resolve()), "model_sha256": _sha256(model), "eps": float(s.eps),
+            "timeout": float(s.timeout), "per_class": int(s.per_class), "seed": int(s.seed)}
+
+
+def _check_header(out: Path, header: dict | None, lines: list[dict], key: dict) -> None:
+    """Refuse a results file with lines but no header, or written for other settings."""
     if header is None and lines:
         raise UserError(f"{out} has results but no campaign header; it was not written by "
                         "`verifriend verify` (move it away or choose another --out).")
     if header is not None:
         old = {k: header.get(k) for k in SETTING_KEYS}
-        if old != settings:
+        if old != key:
             same_but_file = ({k: v for k, v in old.items() if k != "model_sha256"} ==
-                             {k: v for k, v in settings.items() if k != "model_sha256"})
+                             {k: v for k, v in key.items() if k != "model_sha256"})
             what = ("the checkpoint has changed since the campaign began" if same_but_file else
-                    f"it holds results for {_describe(old)}, not {_describe(settings)}")
+                    f"it holds results for {_describe(old)}, not {_describe(key)}")
             raise UserError(f"{out} was written for other settings: {what} (use another --out "
                             "or delete the file to start afresh).")
-    with _discard_if_unused(out, fresh):  # a failed new campaign leaves nothing behind
-        data = load_dataset(meta["dataset"], data_dir)
-        idx = select_per_class(data.y_test, per_class, seed=seed).tolist()
-        wanted = set(idx)
-        done: dict[int, dict] = {}
-        for ln in lines:
-            if ln["index"] not in wanted:
-                raise UserError(f"{out} holds test index {ln['index']}, which these settings do not "
-                                "select; it was written for another data set or selection.")
-            done.setdefault(ln["index"], ln)  # a duplicate would only come from a foreign edit
-        if truncated or len(done) != len(lines):
-            _rewrite(out, header, list(done.values()))
-        if header is None:
-            header = {"format": FORMAT, "version": VERSION, **settings, "dataset": meta["dataset"],
-                      "total": len(idx)}
-            _rewrite(out, header, [])
 
+
+def _resume(out: Path, header: dict | None, lines: list[dict], truncated: bool,
+            idx: list[int], new_header: dict) -> dict[int, dict]:
+    """The properties already decided (by test index); the file rewritten without a cut
+    line or duplicates, and given its header when it has none."""
+    wanted = set(idx)
+    done: dict[int, dict] = {}
+    for ln in lines:
+        if ln["index"] not in wanted:
+            raise UserError(f"{out} holds test index {ln['index']}, which these settings do not "
+                            "select; it was written for another data set or selection.")
+        done.setdefault(ln["index"], ln)  # a duplicate would only come from a foreign edit
+    if truncated or len(done) != len(lines):
+        _rewrite(out, header, list(done.values()))
+    if header is None:
+        _rewrite(out, new_header, [])
+    return done
+
+
+def _decide(model, graph, x: torch.Tensor, label: int, s: CampaignSettings, verify: Callable,
+            input_shape: tuple, num_classes: int) -> dict:
+    """One property's result line (without its index): misclassified, or the verifier's
+    verdict with the share of ReLUs CROWN finds stable on the eps-ball."""
+    from verifriend.bounds.crown import crown
+    from verifriend.bounds.result import stable_mask
+    from verifriend.specs.spec import Spec
+
+    with torch.no_grad():
+        pred = int(model(x.unsqueeze(0)).argmax(1))
+    row = {"label": label, "predicted": pred}
+    if pred != label:
+        row.update(status=MISCLASSIFIED, time_s=0.0, domains=0, stage="", stable_pct=None)
+        return row
+    spec = Spec.linf_robustness(x.flatten(), label, s.eps, num_classes, 0.0, 1.0)
+    lo, hi = spec.input_box(input_shape, dtype=torch.float32)
+    with torch.no_grad():
+        mask = stable_mask(crown(graph, lo, hi))[0]
+    stable = 100.0 * float(mask.double().mean()) if mask.numel() else 100.0
+    v = verify(graph, [spec], input_shape, timeout=s.timeout, config=s.verifier)
+    row.update(status=v.status, time_s=float(v.time_s), domains=int(v.domains), stage=v.stage,
+               stable_pct=stable)
+    if "late" in v.details:  # decided after the timeout: logged, not counted
+        row["late"] = v.details["late"]
+    return row
+
+
+def campaign(settings: CampaignSettings, *, verify: Callable | None = None,
+             progress: bool = True) -> CampaignSummary:
+    """Verify (or finish verifying) the Linf robustness of ``per_class`` test images per class.
+
+    ``verify`` has the signature of :func:`~verifriend.verify.verifier.verify_spec` (the
+    default) and gets ``settings.verifier`` as its ``config``; it is called once per
+    correctly classified property not yet in the results file. Each decided property is
+    appended to the file at once (flushed and fsynced). Raises UserError for a file written
+    for other settings.
+    """
+    from verifriend.data import load_dataset, select_per_class
+    from verifriend.models.io import load_model
+
+    s = settings
+    verify = verify or verify_spec
+    model, meta = load_model(s.model)
+    out = check_results_file(s.results_file)
+    fresh = not os.path.lexists(out)
+    key = _settings_key(s)
+    header, lines, truncated = read_results(out)
+    _check_header(out, header, lines, key)
+    with _discard_if_unused(out, fresh):  # a failed new campaign leaves nothing behind
+        data = load_dataset(meta["dataset"], s.data_dir)
+        idx = select_per_class(data.y_test, s.per_class, seed=s.seed).tolist()
+        done = _resume(out, header, lines, truncated, idx, {
+            "format": FORMAT, "version": VERSION, **key, "dataset": meta["dataset"],
+            "total": len(idx)})
         todo = [i for i in idx if i not in done]
         input_shape = tuple(meta["input_shape"])
         graph = from_module(model, input_shape)
-        num_classes = int(meta["num_classes"])
-        new = 0
-
-        bar = None
-        if progress and todo:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            bar = Progress(TextColumn("verify eps={task.fields[eps]:g}"), BarColumn(),
-                           MofNCompleteColumn(), TextColumn("{task.fields[last]}"),
-                           TimeElapsedColumn(), TimeRemainingColumn(),
-                           console=Console(stderr=True), transient=False)
-        try:
-            if bar is not None:
-                bar.start()
-                task = bar.add_task("verify", total=len(idx), completed=len(done), eps=eps, last="")
-            with open(out, "a") as f:
-                for i in todo:
-                    x, label = data.x_test[i], int(data.y_test[i])
-                    with torch.no_grad():
-                        pred = int(model(x.unsqueeze(0)).argmax(1))
-                    row = {"index": i, "label": label, "predicted": pred}
-                    if pred != label:
-                        row.update(status=MISCLASSIFIED, time_s=0.0, domains=0, stage="",
-                                   stable_pct=None)
-                    else:
-                        spec = Spec.linf_robustness(x.flatten(), label, eps, num_classes, 0.0, 1.0)
-                        lo, hi = spec.input_box(input_shape, dtype=torch.float32)
-                        with torch.no_grad():
-                            mask = stable_mask(crown(graph, lo, hi))[0]
-                        stable = 100.0 * float(mask.double().mean()) if mask.numel() else 100.0
-                        v = verify(graph, [spec], input_shape, timeout=timeout)
-                        row.update(status=v.status, time_s=float(v.time_s), domains=int(v.domains),
-                                   stage=v.stage, stable_pct=stable)
-                        if "late" in v.details:  # decided after the timeout: logged, not counted
-                            row["late"] = v.details["late"]
-                    _append(f, row)
-                    done[i] = row
-                    new += 1
-                    if bar is not None:
-                        bar.update(task, advance=1, last=f"#{i}: {row['status']}")
-        finally:
-            if bar is not None:
-                bar.stop()
+        with campaign_bar(progress and bool(todo), len(idx), len(done), s.eps) as tick, \
+                open(out, "a") as f:
+            for i in todo:
+                row = {"index": i, **_decide(model, graph, data.x_test[i], int(data.y_test[i]),
+                                             s, verify, input_shape, int(meta["num_classes"]))}
+                _append(f, row)
+                done[i] = row
+                tick(f"#{i}: {row['status']}")
         ordered = [done[i] for i in idx if i in done]
         return CampaignSummary(
-            model=str(model_path), dataset=meta["dataset"], eps=float(eps), timeout=float(timeout),
-            per_class=per_class, seed=seed, out_jsonl=str(out), total=len(idx),
-            resumed=len(idx) - len(todo), new=new, summary=summarize(ordered),
+            model=str(s.model), dataset=meta["dataset"], eps=float(s.eps),
+            timeout=float(s.timeout), per_class=s.per_class, seed=s.seed, out_jsonl=str(out),
+            total=len(idx), resumed=len(idx) - len(todo), new=len(todo), summary=summarize(ordered),
         )

@@ -1,8 +1,8 @@
-"""The main job: natural vs NBC training on real MNIST, compared on friendliness metrics."""
+"""The main job (`verifriend demo`): natural vs NBC training on real MNIST, compared on
+friendliness metrics."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -11,7 +11,8 @@ from verifriend.app.artifacts import write_figure
 from verifriend.app.display import comparison_table
 from verifriend.app.evaluate import complete_verification
 from verifriend.app.outputs import output_dir, write_json_atomic, write_text_atomic
-from verifriend.app.train import check_eps, train_and_save, train_files
+from verifriend.app.settings import DemoConfig
+from verifriend.app.train import train_and_save, train_files
 from verifriend.data import load_dataset, select_per_class
 from verifriend.metrics import evaluate_friendliness
 from verifriend.metrics.report import bar_chart, markdown_table
@@ -20,28 +21,9 @@ from verifriend.train import TrainConfig
 METHODS = ("natural", "nbc")
 
 
-@dataclass
-class DemoConfig:
-    """What the demo trains and how it evaluates; defaults run in minutes on 2 cores."""
-
-    arch: str = "cnn_4layer"
-    dataset: str = "mnist-embedded"
-    data_dir: str | None = None
-    epochs: int = 20
-    lr: float = 1e-3
-    train_eps: float = 0.1
-    eval_eps: float = 0.05
-    per_class: int = 10
-    verify_timeout: float = 5.0  # seconds per property for the complete verifier (0: skip)
-    seed: int = 0
-    out: str = "demo-out"
-
-
 def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
     """Train a natural and an NBC network, evaluate both, write results.json and report.md."""
     console = console or Console()
-    check_eps(cfg.train_eps, "training eps")
-    check_eps(cfg.eval_eps, "evaluation eps")
     files = ["results.json", "report.md", "friendliness.png",
              *(f for m in METHODS for f in (*train_files(m), f"{m}.verify.jsonl"))]
     with output_dir(cfg.out, "--out", files=files) as out:  # checked before any work

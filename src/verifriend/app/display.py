@@ -5,9 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from verifriend.metrics.report import DEMO_METRICS, format_value
@@ -45,3 +53,96 @@ def batch_bars(enabled: bool = True, console: Console | None = None
 
     with bar:
         yield update if enabled else None
+
+
+@contextmanager
+def campaign_bar(enabled: bool, total: int, completed: int, eps: float
+                 ) -> Iterator[Callable[[str], None]]:
+    """A campaign's progress bar on stderr (properties done of ``total``); yields a
+    function to call with each decided property's short text."""
+    if not enabled:
+        yield lambda last: None
+        return
+    bar = Progress(TextColumn("verify eps={task.fields[eps]:g}"), BarColumn(),
+                   MofNCompleteColumn(), TextColumn("{task.fields[last]}"),
+                   TimeElapsedColumn(), TimeRemainingColumn(),
+                   console=Console(stderr=True), transient=False)
+    bar.start()
+    try:
+        task = bar.add_task("verify", total=total, completed=completed, eps=eps, last="")
+        yield lambda last: bar.update(task, advance=1, last=last)
+    finally:
+        bar.stop()
+
+
+@contextmanager
+def image_bar(enabled: bool, total: int | None) -> Iterator[Callable[[int, Any], None]]:
+    """A transient bar on stderr over the images `bnn verify` decides; yields the
+    ``progress(index, verdict)`` callback of ``bnn.verify.verify_dataset``."""
+    with Progress(console=Console(stderr=True, soft_wrap=True), transient=True,
+                  disable=not enabled) as bar:
+        task = bar.add_task("verifying", total=total)
+
+        def tick(i: int, v: Any) -> None:
+            bar.update(task, advance=1, description=f"#{i}: {v.verdict}")
+
+        yield tick
+
+
+def campaign_table(result: Any, eps: float, timeout: float) -> Table:
+    """A campaign's summary (:class:`~verifriend.app.campaign.CampaignSummary`) as a table."""
+    s = result.summary
+
+    def fmt(v, unit=""):
+        return "-" if v is None else f"{v:.1f}{unit}" if unit == "%" else f"{v:.3g}{unit}"
+
+    table = Table(title=f"{result.model} at eps={eps:g}, timeout {timeout:g} s ({s['n']} properties)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for label, v in (("UNSAT (proved)", fmt(s["unsat_pct"], "%")),
+                     ("SAT (counterexample)", fmt(s["sat_pct"], "%")),
+                     ("timeout / unknown", fmt(s["timeout_pct"], "%")),
+                     ("misclassified", fmt(s["misclassified_pct"], "%")),
+                     ("stable ReLUs (CROWN)", fmt(s["stable_pct"], "%")),
+                     ("mean time", fmt(s["mean_time_s"], " s")),
+                     ("mean time UNSAT+timeout", fmt(s["mean_time_unsat_timeout_s"], " s")),
+                     ("mean subproblems", fmt(s["mean_domains"]))):
+        table.add_row(label, v)
+    return table
+
+
+def bounds_table(result: dict, method: str) -> Table:
+    """The `bounds` job's result: a row per output constraint."""
+    table = Table(title=f"{method} bounds of a.Y - b ({result['time_s']:.3f} s)")
+    for col in ("#", "clause", "lower", "upper"):
+        table.add_column(col, justify="right")
+    for i, c in enumerate(result["constraints"]):
+        table.add_row(str(i), str(c["clause"]), f"{c['lower']:.6g}", f"{c['upper']:.6g}")
+    return table
+
+
+def bnn_verify_text(r: dict, eps: float) -> str:
+    """The `bnn verify` job's summary, a few lines of plain text."""
+    n = r["images"]
+    return (
+        f"{r['model']} on {r['dataset']}, eps {eps:g}, solver {r['backend']}: {n} images\n"
+        f"  verified robust {r['robust']}  attack {r['attack']}  misclassified {r['misclassified']}"
+        f"  unknown {r['unknown']}  replay failed {r['replay_failed']}\n"
+        f"  verifiable accuracy {100 * r['verifiable_accuracy']:.2f}%   PGD-{r['pgd_steps']} accuracy "
+        f"{100 * r['pgd_accuracy']:.2f}%   natural accuracy {100 * r['natural_accuracy']:.2f}%\n"
+        f"  build {r['build_s']:.2f} s (once), solve mean {1000 * r['solve_mean_s']:.2f} ms, "
+        f"max {1000 * r['solve_max_s']:.1f} ms; total per image {1000 * r['total_per_image_s']:.2f} ms\n"
+        f"  sparsity {100 * r['sparsity']['total']:.1f}% (per layer "
+        f"{', '.join(f'{100 * v:.1f}%' for v in r['sparsity']['layers'])})\n"
+        f"  cardinality bound after the first layer: mean {r['bounds']['mean_after_first']:.2f}, "
+        f"max {r['bounds']['max_after_first']}")
+
+
+def bnn_train_text(out: Any, s: dict) -> str:
+    """The `bnn train` job's summary line."""
+    b = s["bounds"]
+    pgd = (f", PGD-20 accuracy {100 * s['pgd_acc']:.2f}% at eps {s['pgd_eps']:g}"
+           if "pgd_acc" in s else "")
+    return (f"{out}: test accuracy {100 * s['test_acc']:.2f}%{pgd}, cardinality bound after "
+            f"the first layer mean {b['mean_after_first']:.1f} max {b['max_after_first']}, "
+            f"trained in {s['train_s']:.0f} s")

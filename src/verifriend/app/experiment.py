@@ -31,14 +31,14 @@ from rich.console import Console
 
 from verifriend.app.artifacts import write_figure
 from verifriend.app.outputs import check_out_dir, output_dir, write_json_atomic, write_text_atomic
+from verifriend.app.settings import EvaluateSettings, EvaluationPlan, ExperimentSettings
 from verifriend.errors import UserError
 from verifriend.metrics.paper import paper_csv, paper_markdown, radar_chart, unsat_curve
 from verifriend.train import TrainConfig
 from verifriend.train.recipe import read_yaml, recipe_phases
 
 RECIPE_KEYS = {"description", "dataset", "arch", "train", "methods", "evaluate"}
-EVAL_KEYS = {"eps": [0.02, 0.05], "per_class": 10, "timeout": 10.0, "pgd_steps": 100,
-             "test_limit": None}
+EVAL_KEYS = tuple(f.name for f in dataclasses.fields(EvaluationPlan))
 
 
 @dataclass
@@ -48,9 +48,14 @@ class Experiment:
     dataset: str
     arch: str
     methods: dict[str, list[TrainConfig]]
-    evaluate: dict = field(default_factory=lambda: dict(EVAL_KEYS))
+    plan: EvaluationPlan = field(default_factory=EvaluationPlan)
     description: str = ""
     start_from: dict[str, str] = field(default_factory=dict)  # method -> earlier method
+
+    @property
+    def evaluate(self) -> dict:
+        """The evaluation settings as the recipe writes them."""
+        return self.plan.as_dict()
 
 
 def parse_experiment(data: object, *, dataset: str | None = None, arch: str | None = None
@@ -83,15 +88,11 @@ def parse_experiment(data: object, *, dataset: str | None = None, arch: str | No
                 parsed[str(name)] = [TrainConfig.from_dict({**base.to_dict(), **spec})]
         except UserError as exc:
             raise UserError(f"method {name!r}: {exc}") from exc
-    ev = dict(EVAL_KEYS)
     given = data.get("evaluate") or {}
     if not isinstance(given, dict) or set(given) - set(EVAL_KEYS):
         raise UserError(f"'evaluate' takes {', '.join(EVAL_KEYS)}.")
-    ev.update(given)
-    if not isinstance(ev["eps"], list) or not ev["eps"]:
-        raise UserError("evaluate.eps must be a non-empty list of radii.")
     return Experiment(dataset or data.get("dataset", "mnist-embedded"),
-                      arch or data.get("arch", "cnn_4layer"), parsed, ev,
+                      arch or data.get("arch", "cnn_4layer"), parsed, EvaluationPlan(**given),
                       str(data.get("description", "")), start_from)
 
 
@@ -100,34 +101,34 @@ def load_experiment(path: str | Path, **overrides) -> Experiment:
     return parse_experiment(read_yaml(path), **overrides)
 
 
-def run_experiment(exp: Experiment, out: str | Path, *, data_dir: str | None = None,
-                   console: Console | None = None) -> dict:
-    """Train and evaluate every method of ``exp`` under ``out``; write results.json,
-    table.md, results.csv, radar_eps<E>.png and unsat_vs_eps.png there."""
+def run_experiment(settings: ExperimentSettings, console: Console | None = None) -> dict:
+    """The `experiment` job: train and evaluate every method of the recipe under
+    ``settings.out``; write results.json, table.md, results.csv, radar_eps<E>.png and
+    unsat_vs_eps.png there."""
     from verifriend.app.campaign import check_results_file
     from verifriend.app.train import train_files
 
-    ev = exp.evaluate
+    exp, out, ev = settings.experiment, settings.out, settings.experiment.plan
     files = ["results.json", "table.md", "results.csv", "unsat_vs_eps.png",
-             *(f"radar_eps{e:g}.png" for e in ev["eps"])]
+             *(f"radar_eps{e:g}.png" for e in ev.eps)]
     check_out_dir(out, "--out", files=files)  # every output place, before any work
     for name in exp.methods:
         check_out_dir(Path(out) / name, "the method folder", files=train_files())
-        if ev["timeout"] > 0:  # the verifier's logs (evaluate_checkpoint's names)
-            for e in ev["eps"]:
-                check_results_file(Path(out) / name / f"model.eps{e:g}.t{ev['timeout']:g}"
+        if ev.timeout > 0:  # the verifier's logs (evaluate's names)
+            for e in ev.eps:
+                check_results_file(Path(out) / name / f"model.eps{e:g}.t{ev.timeout:g}"
                                    ".verify.jsonl", "the verifier log")
     with output_dir(out, check=False) as folder:  # folders left empty by a failure go
-        return _run(exp, folder, data_dir, console or Console())
+        return _run(exp, folder, settings.data_dir, console or Console())
 
 
 def _run(exp: Experiment, out: Path, data_dir: str | None, console: Console) -> dict:
-    from verifriend.app.evaluate import evaluate_checkpoint
+    from verifriend.app.evaluate import evaluate
     from verifriend.app.train import train_and_save
     from verifriend.data import load_dataset
 
     data = load_dataset(exp.dataset, data_dir)
-    ev = exp.evaluate
+    ev = exp.plan
     console.print(f"[bold]experiment[/] {exp.description or ''} on {data.display_name}, "
                   f"arch {exp.arch}, methods {', '.join(exp.methods)}")
     results: dict[str, dict] = {}
@@ -138,20 +139,19 @@ def _run(exp: Experiment, out: Path, data_dir: str | None, console: Console) -> 
                       *phases[1:]]
         console.print(f"\n[bold]{name}[/]: training" + (f" from {src}" if src else ""))
         _, ckpt, history = train_and_save(exp.arch, data, phases, out / name)
-        console.print(f"{name}: evaluating at eps {', '.join(f'{e:g}' for e in ev['eps'])}")
-        res = evaluate_checkpoint(ckpt, ev["eps"], per_class=ev["per_class"], data_dir=data_dir,
-                                  pgd_steps=ev["pgd_steps"], timeout=ev["timeout"],
-                                  test_limit=ev["test_limit"])
+        console.print(f"{name}: evaluating at eps {', '.join(f'{e:g}' for e in ev.eps)}")
+        res = evaluate(EvaluateSettings(ckpt, ev.eps, ev.per_class, ev.pgd_steps, ev.timeout,
+                                        ev.test_limit, data_dir))
         res["train_time_s"] = sum(h["time_s"] for h in history)
         results[name] = res
         write_json_atomic(out / "results.json", {"experiment": _describe(exp, data),
                                                  "methods": results})
     title = f"{exp.arch} on {data.display_name}"
     write_text_atomic(out / "table.md", f"# {exp.description or 'experiment'}\n\n{title}, "
-                      f"{ev['per_class']} properties per class, timeout {ev['timeout']:g} s\n\n"
+                      f"{ev.per_class} properties per class, timeout {ev.timeout:g} s\n\n"
                       + paper_markdown(results))
     write_text_atomic(out / "results.csv", paper_csv(results))
-    for eps in ev["eps"]:
+    for eps in ev.eps:
         write_figure(out / f"radar_eps{eps:g}.png",
                      radar_chart(results, eps, f"{title}, eps = {eps:g}"))
     write_figure(out / "unsat_vs_eps.png", unsat_curve(results, title))

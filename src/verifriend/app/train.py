@@ -13,17 +13,12 @@ from torch import nn
 from verifriend.app.artifacts import save_model
 from verifriend.app.display import batch_bars
 from verifriend.app.outputs import check_out_dir, output_dir, save_torch_atomic, write_json_atomic
+from verifriend.app.settings import TrainSettings
 from verifriend.data import Dataset
 from verifriend.errors import UserError
 from verifriend.models import build_model, load_model
 from verifriend.train import TrainConfig
 from verifriend.train.trainer import TrainState, fit
-
-
-def check_eps(eps: float, name: str = "eps") -> None:
-    """Reject radii a robustness property cannot have."""
-    if not eps >= 0 or eps > 1:
-        raise UserError(f"{name} must be in [0, 1] (pixel space), got {eps}.")
 
 
 def train_files(name: str = "model") -> list[str]:
@@ -47,6 +42,17 @@ def train_model(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor,
                    resume=resume, on_state=on_state)
 
 
+def run_train(settings: TrainSettings, *, progress: bool = True
+              ) -> tuple[nn.Module, Path, list[dict]]:
+    """The `train` job: the output directory is checked before the data set is loaded,
+    then :func:`train_with` on that data set."""
+    from verifriend.data import load_dataset
+
+    check_train_out(settings.out, settings.name)
+    data = load_dataset(settings.dataset, settings.data_dir)
+    return train_with(settings, data, progress=progress)
+
+
 def train_and_save(
     arch: str,
     data: Dataset,
@@ -57,32 +63,37 @@ def train_and_save(
     progress: bool = True,
     restart: bool = False,
 ) -> tuple[nn.Module, Path, list[dict]]:
-    """Build ``arch`` for ``data``, train it with ``cfg``, checkpoint every epoch.
+    """:func:`train_with` from keyword arguments: ``cfg`` is one phase or a list of them."""
+    phases = tuple(cfg) if isinstance(cfg, list) else (cfg,)
+    settings = TrainSettings(out=Path(out_dir), phases=phases, arch=arch, dataset=data.name,
+                             name=name, restart=restart)
+    return train_with(settings, data, progress=progress)
 
-    ``cfg`` may be a list of phases (a recipe: "RS for 2 epochs, then RS+NBC"), trained
-    one after another on the same weights, each with its own optimizer and schedules;
-    history entries then name their ``phase``. Writes ``out_dir/<name>.pt`` (after every
-    epoch, atomically), ``out_dir/<name>.train.json`` with the config and the per-epoch
-    history, and ``out_dir/<name>.state.pt`` (the training state). A run started again
-    on the same directory with the same arch, data set and config resumes after the last
-    finished epoch and ends with the same weights as an uninterrupted run; a different
-    config there is refused (choose another directory), unless ``restart`` (start over).
+
+def train_with(settings: TrainSettings, data: Dataset, *, progress: bool = True
+               ) -> tuple[nn.Module, Path, list[dict]]:
+    """Build ``settings.arch`` for ``data``, train it phase by phase, checkpoint every epoch.
+
+    The phases (a recipe: "RS for 2 epochs, then RS+NBC") are trained one after another on
+    the same weights, each with its own optimizer and schedules; history entries then name
+    their ``phase``. Writes ``<out>/<name>.pt`` (after every epoch, atomically),
+    ``<out>/<name>.train.json`` with the config and the per-epoch history, and
+    ``<out>/<name>.state.pt`` (the training state). A run started again on the same
+    directory with the same arch, data set and config resumes after the last finished epoch
+    and ends with the same weights as an uninterrupted run; a different config there is
+    refused (choose another directory), unless ``restart`` (start over).
     """
-    phases = cfg if isinstance(cfg, list) else [cfg]
-    if not phases:
-        raise UserError("a recipe needs at least one phase.")
-    for p in phases:
-        check_eps(p.eps, "training eps")
+    phases = settings.phases
     config = phases[0].to_dict() if len(phases) == 1 else {
         "phases": [p.to_dict() for p in phases]}
-    check_train_out(out_dir, name)
-    with output_dir(out_dir, check=False) as folder:  # empty folders made here go on failure
-        return _train_into(arch, data, phases, config, folder, name, progress, restart)
+    check_train_out(settings.out, settings.name)
+    with output_dir(settings.out, check=False) as folder:  # empty folders made here go on failure
+        return _train_into(settings, data, config, folder, progress)
 
 
-def _train_into(arch: str, data: Dataset, phases: list[TrainConfig], config: dict,
-                out_dir: Path, name: str, progress: bool, restart: bool
-                ) -> tuple[nn.Module, Path, list[dict]]:
+def _train_into(settings: TrainSettings, data: Dataset, config: dict, out_dir: Path,
+                progress: bool) -> tuple[nn.Module, Path, list[dict]]:
+    arch, phases, name = settings.arch, settings.phases, settings.name
     torch.manual_seed(phases[0].seed)  # the initial weights are part of what a seed fixes
     model = build_model(arch, data.input_shape, data.num_classes, data.mean, data.std)
     if phases[0].init:
@@ -91,7 +102,7 @@ def _train_into(arch: str, data: Dataset, phases: list[TrainConfig], config: dic
     meta = {"arch": arch, "input_shape": data.input_shape, "num_classes": data.num_classes,
             "dataset": data.name, "mean": data.mean, "std": data.std, "config": config}
     state_path = out_dir / f"{name}.state.pt"
-    saved = None if restart else _load_state(state_path, meta)
+    saved = None if settings.restart else _load_state(state_path, meta)
     history: list[dict] = [] if saved is None else [dict(h) for h in saved[1].history]
     if (saved is not None and saved[0] == len(phases) - 1 and ckpt.exists()
             and (saved[1].epoch == phases[-1].epochs or saved[1].stopped)):

@@ -1,4 +1,5 @@
-"""VNN-COMP interfaces: result files, one instance end to end, and benchmark folders.
+"""VNN-COMP interfaces: result files, one instance end to end (the `vnncomp` job), and
+benchmark folders.
 
 Result file format (VNN-COMP 2022-2023; 2021 scripts read the first line only)::
 
@@ -31,6 +32,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from verifriend.app.outputs import check_out_file, remove_file, write_text_atomic
+from verifriend.app.settings import VnncompSettings
 from verifriend.deadline import Deadline
 from verifriend.errors import UserError
 from verifriend.verify.result import STATUSES, Verdict
@@ -106,6 +109,27 @@ def parse_result(text: str) -> tuple[str, Tensor | None, Tensor | None]:
     return status, x, y
 
 
+def clear_result_file(out: str | Path) -> None:
+    """Check that the result file ``out`` can be written and remove any earlier one, so that
+    a run that fails leaves no (stale) verdict behind."""
+    check_out_file(out, "--out")
+    remove_file(out, "result file")
+
+
+def run_vnncomp(settings: VnncompSettings, *, elapsed: float = 0.0) -> Verdict:
+    """The `vnncomp` job: remove any earlier result file at ``settings.out`` (a failed or
+    killed run must leave no stale verdict), run the instance (:func:`run_instance`) and
+    write its result file atomically."""
+    out = settings.out
+    if out is not None:
+        clear_result_file(out)
+    verdict = run_instance(settings.model, settings.spec, settings.timeout,
+                           config=settings.verifier, elapsed=elapsed)
+    if out is not None:
+        write_text_atomic(out, format_result(verdict))
+    return verdict
+
+
 def run_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float, *,
                  verify=None, config=None, elapsed: float = 0.0) -> Verdict:
     """Load the network and the spec, verify, and return the Verdict.
@@ -116,13 +140,12 @@ def run_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float,
     count, as VNN-COMP measures them). ``time_s`` of the result covers all of it; the
     verifier gets what is left after loading, and a verdict reached after the deadline
     is reported as "timeout". ``verify`` defaults to
-    :func:`verifriend.verify.verifier.verify_spec`. Raises ``UserError`` for missing or
-    malformed files, unsupported ONNX ops and a spec whose input or output size differs
-    from the network's.
+    :func:`verifriend.verify.verifier.verify_spec`, ``config`` (its options) to the
+    defaults. Raises ``UserError`` for a bad timeout, missing or malformed files,
+    unsupported ONNX ops and a spec whose input or output size differs from the network's.
     """
     start = time.perf_counter()
-    if not (timeout > 0 and math.isfinite(timeout)):
-        raise UserError(f"the timeout must be a positive number of seconds, got {timeout}.")
+    settings = VnncompSettings(Path(onnx_path), Path(vnnlib_path), timeout, verifier=config)
     deadline = Deadline.after(timeout - elapsed)
 
     def finish(verdict: Verdict) -> Verdict:
@@ -134,6 +157,17 @@ def run_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float,
 
     if deadline.expired():
         return finish(Verdict("timeout", 0.0, stage="start"))
+    graph, specs = _load(onnx_path, vnnlib_path)
+    if verify is None:
+        from verifriend.verify.verifier import verify_spec as verify
+    if deadline.expired():
+        return finish(Verdict("timeout", 0.0, stage="load"))
+    return finish(verify(graph, specs, graph.input_shape, timeout=deadline.left(),
+                         config=settings.verifier))
+
+
+def _load(onnx_path: str | Path, vnnlib_path: str | Path):
+    """The network's graph and the spec's properties, checked to fit each other."""
     from verifriend.bounds.frontends.onnx import load_onnx
     from verifriend.specs.vnnlib import read_vnnlib
 
@@ -147,12 +181,7 @@ def run_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float,
         if spec.n_outputs != n_out:
             raise UserError(f"{vnnlib_path} has {spec.n_outputs} outputs but the network "
                             f"{onnx_path} has {n_out}.")
-    if verify is None:
-        from verifriend.verify.verifier import verify_spec as verify
-    if deadline.expired():
-        return finish(Verdict("timeout", 0.0, stage="load"))
-    return finish(verify(graph, specs, graph.input_shape, timeout=deadline.left(),
-                         config=config))
+    return graph, specs
 
 
 @dataclass

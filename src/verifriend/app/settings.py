@@ -1,0 +1,320 @@
+"""One settings object per job, validated once, on construction.
+
+The command line builds these from its flags (and the verifier's options from ``--config``
+and ``--set``, :mod:`verifriend.app.config`); library callers build them directly. Each
+``__post_init__`` checks its values with the checks below and raises ``UserError`` with one
+sentence; the jobs do not check them again. The sentences name the command-line flag where
+the command line is how most users set the value (the settings are the app's, so they may).
+Only light imports here: the verifier's options come in with the settings that need them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from verifriend.errors import UserError
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_radius(value: Any, name: str) -> None:
+    """An Linf radius in pixel space: in [0, 1]."""
+    if not (_number(value) and 0 <= value <= 1):
+        raise UserError(f"{name} must be in [0, 1] (pixel space), got {value}.")
+
+
+def check_at_least(value: Any, name: str, low: float, unit: str = "") -> None:
+    """A number (count, radius, seconds) of at least ``low``; ``unit`` follows ``low``."""
+    if not (_number(value) and value >= low):
+        raise UserError(f"{name} must be {'at least ' if low else '>= '}{low:g}{unit}, "
+                        f"got {value}.")
+
+
+def check_seconds(value: Any, name: str, *, zero: bool = False, finite: bool = True,
+                  wording: str = "") -> None:
+    """A time limit in seconds, positive (or zero when ``zero``), finite unless not ``finite``."""
+    ok = (_number(value) and (math.isfinite(value) or not finite)
+          and (value >= 0 if zero else value > 0))
+    if not ok:
+        text = wording or (">= 0 seconds" if zero else "a positive number of seconds")
+        raise UserError(f"{name} must be {text}, got {value}.")
+
+
+# --- the zoo models: train, evaluate, verify, export, bounds, vnncomp ---------------------------
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """`verifriend train`: a zoo architecture trained on a data set in one or more phases
+    (:class:`~verifriend.train.config.TrainConfig` each; a recipe's phases share the weights)."""
+
+    out: Path
+    phases: tuple = ()  # of TrainConfig
+    arch: str = "cnn_4layer"
+    dataset: str = "mnist-embedded"
+    data_dir: str | None = None
+    name: str = "model"  # the files' stem: <name>.pt, <name>.train.json, <name>.state.pt
+    restart: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.phases:
+            raise UserError("a recipe needs at least one phase.")
+        for p in self.phases:
+            check_radius(p.eps, "training eps")
+
+
+@dataclass(frozen=True)
+class EvaluateSettings:
+    """`verifriend evaluate`: friendliness metrics of a checkpoint at each radius and, with a
+    ``timeout``, the complete verifier's figures (its logs in ``log_dir``, default: the
+    model's folder)."""
+
+    model: Path
+    eps: tuple[float, ...] = (0.05,)
+    per_class: int = 10
+    pgd_steps: int = 100
+    timeout: float = 0.0
+    test_limit: int | None = None
+    data_dir: str | None = None
+    log_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        for e in self.eps:
+            check_radius(e, "eps")
+        check_at_least(self.per_class, "--per-class", 1)
+        check_seconds(self.timeout, "--timeout", zero=True)
+        if self.test_limit is not None:
+            check_at_least(self.test_limit, "--test-limit", 1)
+
+
+@dataclass(frozen=True)
+class CampaignSettings:
+    """`verifriend verify`: the complete verifier on ``per_class`` test images per class, its
+    results logged to ``out`` (default: `<model stem>.verify.eps<E>.jsonl` beside the model)."""
+
+    model: Path
+    eps: float
+    timeout: float
+    per_class: int = 10
+    data_dir: str | os.PathLike | None = None
+    out: Path | None = None
+    seed: int = 0
+    verifier: Any = None  # a VerifierConfig; None: the verifier's defaults
+
+    def __post_init__(self) -> None:
+        check_radius(self.eps, "--eps")
+        check_seconds(self.timeout, "--timeout")
+        check_at_least(self.per_class, "--per-class", 1)
+
+    @property
+    def results_file(self) -> Path:
+        if self.out is not None:
+            return Path(self.out)
+        p = Path(self.model)
+        return p.with_name(f"{p.stem}.verify.eps{self.eps:g}.jsonl")
+
+
+@dataclass(frozen=True)
+class VnncompSettings:
+    """`verifriend vnncomp`: one VNN-COMP instance within ``timeout`` seconds, counted from
+    the start of the run; the result file goes to ``out`` (None: no file)."""
+
+    model: Path
+    spec: Path
+    timeout: float = 300.0
+    out: Path | None = None
+    verifier: Any = None  # a VerifierConfig; None: the verifier's defaults
+
+    def __post_init__(self) -> None:
+        check_seconds(self.timeout, "the timeout")
+
+
+BOUND_METHODS = ("ibp", "crown", "alpha")
+
+
+@dataclass(frozen=True)
+class BoundsSettings:
+    """`verifriend bounds`: bounds of every output constraint of a VNN-LIB spec."""
+
+    model: Path
+    spec: Path
+    method: str = "crown"
+    iterations: int = 20  # alpha-CROWN's
+
+    def __post_init__(self) -> None:
+        if self.method not in BOUND_METHODS:
+            raise UserError(f"unknown bound method '{self.method}'; choose one of "
+                            f"{', '.join(BOUND_METHODS)}.")
+        check_at_least(self.iterations, "--iterations", 0)
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """`verifriend export`: a checkpoint as an ONNX file."""
+
+    model: Path
+    onnx: Path
+
+
+# --- the demo and experiments ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """What the demo trains and how it evaluates; defaults run in minutes on 2 cores."""
+
+    arch: str = "cnn_4layer"
+    dataset: str = "mnist-embedded"
+    data_dir: str | None = None
+    epochs: int = 20
+    lr: float = 1e-3
+    train_eps: float = 0.1
+    eval_eps: float = 0.05
+    per_class: int = 10
+    verify_timeout: float = 5.0  # seconds per property for the complete verifier (0: skip)
+    seed: int = 0
+    out: str = "demo-out"
+
+    def __post_init__(self) -> None:
+        check_radius(self.train_eps, "training eps")
+        check_radius(self.eval_eps, "evaluation eps")
+        check_at_least(self.epochs, "--epochs", 1)
+        check_at_least(self.per_class, "--per-class", 1)
+        check_seconds(self.verify_timeout, "--verify-timeout", zero=True)
+
+
+@dataclass(frozen=True)
+class EvaluationPlan:
+    """An experiment's evaluation of every method (the recipe's ``evaluate`` section)."""
+
+    eps: tuple = (0.02, 0.05)
+    per_class: int = 10
+    timeout: float = 10.0
+    pgd_steps: int = 100
+    test_limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.eps, (list, tuple)) or not self.eps:
+            raise UserError("evaluate.eps must be a non-empty list of radii.")
+        object.__setattr__(self, "eps", tuple(self.eps))
+        for e in self.eps:
+            check_radius(e, "evaluate.eps")
+        check_at_least(self.per_class, "evaluate.per_class", 1)
+        check_seconds(self.timeout, "evaluate.timeout", zero=True)
+        check_at_least(self.pgd_steps, "evaluate.pgd_steps", 0)
+        if self.test_limit is not None:
+            check_at_least(self.test_limit, "evaluate.test_limit", 1)
+
+    def as_dict(self) -> dict:
+        return {"eps": list(self.eps), "per_class": self.per_class, "timeout": self.timeout,
+                "pgd_steps": self.pgd_steps, "test_limit": self.test_limit}
+
+
+@dataclass(frozen=True)
+class ExperimentSettings:
+    """`verifriend experiment`: a parsed recipe (``experiment.Experiment``) run into ``out``."""
+
+    experiment: Any  # an app.experiment.Experiment, validated when parsed
+    out: Path
+    data_dir: str | None = None
+
+
+# --- binarized networks ------------------------------------------------------------------------
+
+def parse_arch(arch: str) -> str | list[int]:
+    """A BNN architecture name (mlp, conv-small, conv-large, digits) or hidden widths like
+    '100,50' (a list of integers)."""
+    if arch[:1].isdigit():
+        try:
+            return [int(w) for w in arch.split(",")]
+        except ValueError:
+            raise UserError(f"--arch {arch!r}: widths must be integers like 100,50.") from None
+    return arch
+
+
+def _bnn_train_default():
+    from verifriend.bnn.train import BNNTrainConfig
+
+    return BNNTrainConfig()
+
+
+@dataclass(frozen=True)
+class BnnTrainSettings:
+    """`verifriend bnn train`: a BNN trained with ``config`` (a ``BNNTrainConfig``) and saved
+    to ``out`` (.pt, with a .json summary beside it)."""
+
+    out: Path
+    arch: str = "conv-small"
+    dataset: str = "mnist"
+    data_dir: str | None = None
+    config: Any = field(default_factory=_bnn_train_default)  # a BNNTrainConfig
+    step: float | None = None  # input quantization step (None: the architecture's)
+    sparsity: str = "binmask"
+    test_limit: int | None = None
+    pgd_images: int = 1000  # test images of the PGD-20 accuracy in the summary
+    threads: int | None = None  # torch CPU threads (None: torch's default)
+
+    def __post_init__(self) -> None:
+        parse_arch(self.arch)
+        if self.test_limit is not None:
+            check_at_least(self.test_limit, "--test-limit", 1)
+        if self.threads is not None:
+            check_at_least(self.threads, "--threads", 1)
+
+
+@dataclass(frozen=True)
+class BnnVerifySettings:
+    """`verifriend bnn verify`: exact verification of a saved BNN on its test set."""
+
+    model: Path
+    eps: float = 0.1
+    solver: str = "native"
+    timeout: float | None = None  # seconds per image (None: no limit)
+    limit: int | None = None  # the first N test images
+    dataset: str | None = None  # default: the one the model was trained on
+    data_dir: str | None = None
+    pgd_steps: int = 20
+    log: Path | None = None  # one JSON line per image
+
+    def __post_init__(self) -> None:
+        check_at_least(self.eps, "--eps", 0)
+        if self.timeout is not None:
+            check_seconds(self.timeout, "--timeout", finite=False, wording="> 0 seconds")
+        if self.limit is not None:
+            check_at_least(self.limit, "--limit", 1, " image")
+        check_at_least(self.pgd_steps, "--pgd-steps", 0)
+
+
+@dataclass(frozen=True)
+class BnnBenchSettings:
+    """`verifriend bnn bench`: the same BNN queries on every solver backend. None means the
+    benchmark's default (see ``app.bnn_bench.run_bench``)."""
+
+    models: tuple[Path, ...] = ()  # saved BNNs; none: the bench networks
+    quick: bool = False
+    nets: tuple[str, ...] | None = None
+    models_dir: Path = Path("runs/bnn-bench")
+    backends: tuple[str, ...] | None = None
+    radii: tuple[float, ...] | None = None
+    images: int | None = None
+    timeout: float | None = None
+    max_clauses: int | None = None
+    dataset: str | None = None
+    data_dir: str | None = None
+    workers: int = 2
+    out: Path | None = None  # everything, per-query verdicts included, as JSON
+
+    def __post_init__(self) -> None:
+        if self.timeout is not None:
+            check_seconds(self.timeout, "--timeout", finite=False, wording="> 0 seconds")
+        if self.radii:
+            check_at_least(min(self.radii), "--eps", 0)
+        if self.images is not None:
+            check_at_least(self.images, "--images", 1)
+        if self.max_clauses is not None:
+            check_at_least(self.max_clauses, "--max-clauses", 1)
+        check_at_least(self.workers, "--workers", 1)
