@@ -237,3 +237,25 @@ def test_job_settings_validate_once_on_construction():
         VnncompSettings(Path("n.onnx"), Path("p.vnnlib"), float("nan"))
     s = CampaignSettings(Path("runs/m.pt"), 0.05, 10.0)
     assert s.results_file == Path("runs/m.verify.eps0.05.jsonl")
+
+
+@pytest.mark.xfail(strict=True, reason="verify_spec does not pass VerifierConfig."
+                   "attack_restarts to falsify yet (one argument in verifier._verify)")
+def test_attack_restarts_reach_the_first_attack(monkeypatch):
+    from verifriend.bounds.frontends.torch import from_module
+    from verifriend.specs.spec import Spec
+    from verifriend.verify import attack, verifier
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    graph = from_module(net, (4,))
+    spec = Spec.linf_robustness(torch.zeros(4), 0, 5.0, 3, lo=-10.0, hi=10.0)  # not provable
+    seen = []
+
+    def fake_falsify(*a, restarts=64, **k):
+        seen.append(restarts)
+
+    monkeypatch.setattr(attack, "falsify", fake_falsify)
+    verifier.verify_spec(graph, [spec], (4,), timeout=2.0,
+                         config=VerifierConfig(attack_restarts=7, milp_unstable=0))
+    assert seen and seen[0] == 7
