@@ -11,12 +11,12 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from verifriend.app.vnncomp import run_instance
 from verifriend.bounds import compute_bounds
 from verifriend.bounds.frontends.onnx import import_model
 from verifriend.bounds.ops import MaxPoolNode, PadNode, PermuteNode
 from verifriend.errors import UnsupportedLayerError
 from verifriend.verify.milp import milp_bounds
-from verifriend.verify.vnncomp import run_instance
 
 N = helper.make_node
 
