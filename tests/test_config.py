@@ -239,8 +239,6 @@ def test_job_settings_validate_once_on_construction():
     assert s.results_file == Path("runs/m.verify.eps0.05.jsonl")
 
 
-@pytest.mark.xfail(strict=True, reason="verify_spec does not pass VerifierConfig."
-                   "attack_restarts to falsify yet (one argument in verifier._verify)")
 def test_attack_restarts_reach_the_first_attack(monkeypatch):
     from verifriend.bounds.frontends.torch import from_module
     from verifriend.specs.spec import Spec

@@ -363,3 +363,20 @@ def test_feasible_affine_chain_is_not_called_infeasible():
     res = encode(g, lo, hi, crown(g, lo, hi).intervals).minimize(c)
     assert res.status == "optimal"
     check_point(g, lo, hi, c, res)
+
+
+def test_the_milp_prints_nothing(tmp_path):
+    """HiGHS writes a banner when a process makes its first instance: none reaches stdout."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "m.py"
+    script.write_text(
+        "import torch\nfrom torch import nn\n"
+        "from verifriend.bounds.frontends.torch import from_module\n"
+        "from verifriend.verify.milp import milp_bounds\n"
+        "g = from_module(nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1)).double(), (2,))\n"
+        "one = torch.ones(1, 2, dtype=torch.float64)\n"
+        "print('bound', float(milp_bounds(g, -one, one, None)[0, 0]))\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("bound ") and "HiGHS" not in out.stdout + out.stderr

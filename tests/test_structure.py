@@ -105,3 +105,41 @@ def test_analyses_never_name_an_operator():
             if isinstance(node, ast.Name) and node.id in names:
                 offenders.append(f"{rel}:{node.lineno} {node.id}")
     assert not offenders, offenders
+
+
+MAX_FILE_LINES = 500
+MAX_FUNCTION_LINES = 80
+
+
+def test_modules_and_functions_stay_small():
+    """No module under src/ over 500 lines, no function over 80 (docstring included)."""
+    too_long = []
+    for path in sorted(PKG.rglob("*.py")):
+        text = path.read_text()
+        lines = text.count("\n")
+        if lines > MAX_FILE_LINES:
+            too_long.append(f"{path.relative_to(SRC)}: {lines} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > MAX_FUNCTION_LINES:
+                    too_long.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name}: {n} lines")
+    assert not too_long, "too long:\n" + "\n".join(too_long)
+
+
+def test_the_readme_names_only_files_that_exist():
+    """Every module or folder the README's layout section and paper -> module table name
+    exists (paths relative to src/verifriend, or to the repository for top-level folders)."""
+    import re
+
+    root = SRC.parent
+    text = (root / "README.md").read_text()
+    layout = text[text.index("## Layout"):]
+    named = set(re.findall(r"`([a-z_]+/(?:[a-z_]+/)*(?:[a-z_]+\.py)?)`", layout))
+    named |= set(re.findall(r"^\s+([a-z_]+(?:/|\.py))\s", layout, re.MULTILINE))
+    def exists(n: str) -> bool:  # a bare file name is looked for under its section's folders
+        return (PKG / n).exists() or (root / n).exists() or (
+            "/" not in n.rstrip("/") and any(PKG.rglob(n.rstrip("/"))))
+
+    missing = [n for n in sorted(named) if not exists(n)]
+    assert len(named) > 20 and not missing, f"README names missing paths: {missing}"

@@ -1,5 +1,8 @@
 """Branch and bound over ReLU splits, bounded by beta-CROWN in batches.
 
+Bunel, Lu, Turkaslan, Torr, Kohli, Kumar, "Branch and Bound for Piecewise Linear Neural
+Network Verification", JMLR 2020; batched beta-CROWN bounding as in Wang et al., NeurIPS 2021.
+
 The problem is a graph whose outputs are the spec rows (``Graph.with_output_map``):
 a domain is proved when every clause has a row with a positive lower bound. The
 pool holds the undecided domains as plain tensors. Each step takes the batch of

@@ -15,6 +15,10 @@ ReLUs unstable (seen on ACAS Xu: one dimension left at half its range while the
 others were split to 1e-5), so when the box's widest dimension (relative to the
 root box) is more than ``LAG`` times wider, both splits are bounded and the one
 whose worse half is better is kept.
+
+Input bisection as in ReluVal (Wang, Pei, Whitehouse, Yang, Jana, "Formal Security Analysis
+of Neural Networks using Symbolic Intervals", USENIX Security 2018), whose "smear" split
+(width times gradient) the coefficient rule above follows, with CROWN bounds per box.
 """
 
 from __future__ import annotations

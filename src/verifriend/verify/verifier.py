@@ -1,5 +1,9 @@
 """The complete verifier: cheap bounds, falsification, tighter bounds, then branch and bound.
 
+The stages follow alpha-beta-CROWN's pipeline (Xu et al., ICLR 2021; Wang et al., NeurIPS
+2021), with the exact MILP of Tjeng, Xiao, Tedrake, "Evaluating Robustness of Neural
+Networks with Mixed Integer Programming", ICLR 2019, for small networks.
+
 ``verify_spec`` decides one property (a list of input boxes with one unsafe output
 region, as read from a VNN-LIB file). Stages, each stopping as soon as it decides:
 
@@ -327,7 +331,8 @@ class _Run:
         budget = self.cfg.attack_share * deadline.left() / len(boxes)
         for box in boxes:
             hit = falsify(self.graph, box.spec, self.input_shape,
-                          time_budget=min(budget, deadline.left()), graph64=self.g64)
+                          time_budget=min(budget, deadline.left()), graph64=self.g64,
+                          restarts=self.cfg.attack_restarts)
             if hit is not None:
                 return hit
         return None

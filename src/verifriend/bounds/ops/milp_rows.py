@@ -7,6 +7,8 @@ The operators' :meth:`~verifriend.bounds.ops.base.Node.milp` rules write into a
 from __future__ import annotations
 
 import math
+import os
+import sys
 
 import highspy
 import numpy as np
@@ -14,6 +16,29 @@ import torch
 from torch import Tensor
 
 INF = highspy.kHighsInf
+_banner_shown = False
+
+
+def quiet_highs() -> highspy.Highs:
+    """A HiGHS instance that prints nothing. HiGHS writes its banner to the process's stdout
+    when the first instance is made, before any option can be set, so that one is made with
+    file descriptor 1 pointed at /dev/null (once per process)."""
+    global _banner_shown
+    if _banner_shown:
+        h = highspy.Highs()
+    else:
+        sys.stdout.flush()
+        saved = os.dup(1)
+        try:
+            with open(os.devnull, "w") as null:
+                os.dup2(null.fileno(), 1)
+                h = highspy.Highs()
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+        _banner_shown = True
+    h.setOptionValue("output_flag", False)
+    return h
 
 
 def flat(t: Tensor, d: int) -> np.ndarray:
@@ -55,8 +80,7 @@ class MilpRows:
         for cols, new_lo, new_hi in bound_fix:
             lo[cols] = np.maximum(lo[cols], new_lo)
             hi[cols] = np.minimum(hi[cols], new_hi)
-        h = highspy.Highs()
-        h.setOptionValue("output_flag", False)
+        h = quiet_highs()
         # exact optimum: no relative gap; HiGHS's absolute default (1e-6) is looser
         h.setOptionValue("mip_rel_gap", 0.0)
         h.setOptionValue("mip_abs_gap", 1e-9)
