@@ -2,7 +2,8 @@
 
 The linear coefficients of one conv neuron on an earlier layer are nonzero only
 inside its receptive field. When the path from a node back to the input is a
-plain chain of Conv2d / Affine / ReLU nodes, each row's coefficients are stored
+plain chain of patchable nodes (Conv2d / Affine / ReLU: each operator's
+``backward_patches`` rule), each row's coefficients are stored
 as a window ("patch") of shape (C, Kh, Kw) around its location instead of the
 whole feature map: far fewer elements than dense identity rows. Windows share
 one geometry per node: the row at location (h, w) of the start node covers rows
@@ -21,39 +22,26 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from verifriend.bounds.graph import Graph
-from verifriend.bounds.ops import AffineNode, Conv2dNode, InputNode, Interval, ReLUNode
-from verifriend.bounds.ops.conv import conv_adjoint_fold
-from verifriend.bounds.ops.relu import relu_relaxation
+from verifriend.bounds.ops import Interval
+from verifriend.bounds.ops.base import PatchStep, Window, window_rows
 
 Pair = tuple[int, int]
 
 
-@dataclass(frozen=True)
-class Window:
-    """Where the patch of a start-node location lies on one node's feature map."""
-
-    kernel: Pair
-    stride: Pair
-    padding: Pair
-
-
 def conv_chain(graph: Graph, start: int) -> list[int] | None:
-    """Nodes from ``start`` back to the input if they form a plain chain of
-    Conv2d/Affine/ReLU nodes over 3-d feature maps with at least one conv; else None."""
+    """Nodes from ``start`` back to the input if they form a plain chain of patchable nodes
+    over 3-d feature maps with at least one that grows the window; else None."""
     chain, j = [], start
-    while not isinstance(graph.nodes[j], InputNode):
+    while j != 0:
         node = graph.nodes[j]
-        if not isinstance(node, (Conv2dNode, AffineNode, ReLUNode)) or len(node.shape) != 3:
+        if not node.patchable or len(node.shape) != 3:
             return None
         chain.append(j)
         j = node.inputs[0]
-    if len(graph.input_shape) != 3 or not any(
-        isinstance(graph.nodes[i], Conv2dNode) for i in chain
-    ):
+    if len(graph.input_shape) != 3 or not any(graph.nodes[i].grows_window for i in chain):
         return None
     return chain + [0]
 
@@ -63,17 +51,7 @@ def chain_windows(graph: Graph, chain: list[int]) -> dict[int, Window]:
     win = Window((1, 1), (1, 1), (0, 0))
     windows = {chain[0]: win}
     for j, i in pairwise(chain):
-        node = graph.nodes[j]
-        if isinstance(node, Conv2dNode):
-            kh, kw = node.weight.shape[2:]
-            win = Window(
-                tuple(
-                    (K - 1) * s + d * (k - 1) + 1
-                    for K, s, d, k in zip(win.kernel, node.stride, node.dilation, (kh, kw))
-                ),
-                tuple(S * s for S, s in zip(win.stride, node.stride)),
-                tuple(P * s + p for P, s, p in zip(win.padding, node.stride, node.padding)),
-            )
+        win = graph.nodes[j].patch_window(win)
         windows[i] = win
     return windows
 
@@ -144,73 +122,6 @@ def sweep_rows(result: Tensor) -> Tensor:
     return torch.cat([result[..., :R].flatten(1), result[..., R:].flatten(1)], 1)
 
 
-def window_rows(x: Tensor, win: Window, loc: Tensor) -> Tensor:
-    """Windows of ``x`` (Bx, C, H, W) at locations ``loc`` (L,) -> (Bx, L, C, Kh, Kw)."""
-    C = x.shape[1]
-    cols = F.unfold(x, win.kernel, padding=win.padding, stride=win.stride)  # (Bx, C*K, L)
-    rows = cols.transpose(1, 2)[:, loc]
-    return rows.reshape(rows.shape[0], rows.shape[1], C, *win.kernel)
-
-
-def _mask(shape, win: Window, loc: Tensor, like: Tensor) -> Tensor:
-    """1 where a window position lies inside a feature map of ``shape``, else 0."""
-    ones = like.new_ones(1, 1, *shape[1:])
-    return window_rows(ones, win, loc)
-
-
-def _adjoint_matrix(P: Tensor, node: Conv2dNode) -> Tensor:
-    """The adjoint written out as one matrix: fast for small patches."""
-    N, C, kh, kw = P.shape
-    eye = torch.eye(C * kh * kw, dtype=P.dtype, device=P.device).view(-1, C, kh, kw)
-    M = F.conv_transpose2d(eye, node.weight, stride=node.stride, dilation=node.dilation)
-    return (P.reshape(N, -1) @ M.flatten(1)).view(N, *M.shape[1:])
-
-
-def _adjoint_transposed(P: Tensor, node: Conv2dNode) -> Tensor:
-    return F.conv_transpose2d(P, node.weight, stride=node.stride, dilation=node.dilation)
-
-
-def _adjoint_fold(P: Tensor, node: Conv2dNode) -> Tensor:
-    k = node.weight.shape[2:]
-    out = [
-        (K - 1) * s + d * (kk - 1) + 1
-        for K, s, d, kk in zip(P.shape[2:], node.stride, node.dilation, k)
-    ]
-    return conv_adjoint_fold(P, node.weight, out, node.stride, 0, node.dilation)
-
-
-def _pick_adjoint(P: Tensor, node: Conv2dNode):
-    """The fastest of three equivalent adjoint implementations on CPU, by shape.
-
-    Measured on conv_big-like layers: strided transposed convolutions are slow on
-    CPU, so small strided ones go through the matrix; few input channels favour
-    the GEMM + col2im form; the rest is a plain transposed convolution (also on
-    GPUs, where cuDNN handles all cases). A fixed rule, not timing, keeps results
-    reproducible from run to run.
-    """
-    if P.device.type != "cpu":
-        return _adjoint_transposed
-    k = node.weight.shape[2:]
-    out = [
-        (K - 1) * s + d * (kk - 1) + 1
-        for K, s, d, kk in zip(P.shape[2:], node.stride, node.dilation, k)
-    ]
-    growth = (out[0] * out[1]) / (k[0] * k[1])  # matrix MACs / convolution MACs
-    if growth <= (4 if max(node.stride) > 1 else 1):
-        return _adjoint_matrix
-    if node.weight.shape[1] <= 3:
-        return _adjoint_fold
-    return _adjoint_transposed
-
-
-def _conv_back(node: Conv2dNode, P: Tensor) -> Tensor:
-    """Patches (..., C, kh, kw) on a conv's output -> patches on its input (the adjoint, unpadded)."""
-    lead = P.shape[:-3]
-    flat = P.reshape(-1, *P.shape[-3:])
-    out = _pick_adjoint(flat, node)(flat, node)
-    return out.view(*lead, *out.shape[1:])
-
-
 def backsubstitute_patches(
     graph: Graph,
     chain: list[int],
@@ -242,34 +153,11 @@ def backsubstitute_patches(
         bias = term if bias is None else bias + term
 
     for j, i in pairwise(chain):
-        node = graph.nodes[j]
-        if isinstance(node, Conv2dNode):
-            add(P.sum((-2, -1)) @ node.bias)
-            P = _conv_back(node, P)
-            if not isinstance(graph.nodes[i], (ReLUNode, InputNode)):
-                # ReLU slopes and input boxes read as 0 off the map, which zeroes
-                # such positions by itself; other nodes need the mask
-                P = P * _mask(graph.nodes[i].shape, windows[i], loc, P).unsqueeze(2)
-        elif isinstance(node, AffineNode):
-            add(P.sum((-2, -1)) @ node.shift)
-            P = P * node.scale.view(-1, 1, 1)
-        else:  # ReLU: the relaxation depends on the sample
-            lower, upper = intervals[i]
-            lo, up, icpt = relu_relaxation(lower, upper)
-            alpha = lower_slopes.get(j) if lower_slopes else None
-            if alpha is None:
-                # one unfold of the three slope maps, shared by a location's rows
-                maps = window_rows(torch.cat([lo, up - lo, icpt], 1), windows[i], loc)
-                lo, diff, icpt = maps.unsqueeze(2).unflatten(3, (3, -1)).unbind(3)
-            else:
-                unstable = ((lower < 0) & (upper > 0)).to(lower.dtype)
-                maps = window_rows(torch.cat([lo, up, icpt, unstable], 1), windows[i], loc)
-                lo, up, icpt, unstable = maps.unsqueeze(2).unflatten(3, (4, -1)).unbind(3)
-                lo = torch.where(unstable > 0, alpha.clamp(0.0, 1.0), lo)
-                diff = up - lo
-            neg = P.clamp(max=0)
-            add((neg.flatten(3) @ icpt.flatten(3).transpose(-1, -2)).squeeze(-1))
-            P = torch.addcmul(P * lo, neg, diff)
+        alpha = lower_slopes.get(j) if lower_slopes else None
+        step = PatchStep(intervals[i], graph.nodes[i].shape, windows[i], loc, alpha,
+                         graph.nodes[i].zero_off_map)
+        P, term = graph.nodes[j].backward_patches(P, step)
+        add(term)
 
     # concretize at the input box
     x_lower, x_upper = intervals[0]

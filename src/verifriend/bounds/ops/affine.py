@@ -10,7 +10,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from verifriend.bounds.ops.base import BackwardResult, Interval, MilpStep, Node, bias_term
+from verifriend.bounds.ops.base import (
+    BackwardResult,
+    Interval,
+    MilpStep,
+    Node,
+    PatchStep,
+    bias_term,
+)
 
 
 @dataclass(eq=False, kw_only=True)
@@ -38,6 +45,11 @@ class AffineNode(Node):
 
     def backward(self, A: Tensor, ins, alpha) -> BackwardResult:
         return (A * self.per_channel(self.scale),), bias_term(A, self.shift)
+
+    patchable: ClassVar[bool] = True
+
+    def backward_patches(self, P: Tensor, step: PatchStep) -> tuple[Tensor, Tensor | None]:
+        return P * self.scale.view(-1, 1, 1), P.sum((-2, -1)) @ self.shift
 
     def milp(self, step: MilpStep) -> None:
         ones = torch.ones(1, *self.shape, dtype=torch.float64)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
+import torch.nn.functional as F
 from torch import Tensor
 
 from verifriend.errors import UnsupportedLayerError
@@ -58,7 +59,11 @@ class Node:
       has exact per-coordinate intervals;
     * ``branchable``: a ReLU: branch and bound splits its neurons and alpha-CROWN optimizes
       their lower slopes;
-    * ``has_milp``: :meth:`milp` encodes it exactly.
+    * ``has_milp``: :meth:`milp` encodes it exactly;
+    * ``patchable``: :meth:`backward_patches` back-substitutes window-shaped coefficients
+      (patch mode, :mod:`verifriend.bounds.patches`); ``grows_window``: its
+      :meth:`patch_window` widens the window (a convolution); ``zero_off_map``: its patch
+      rule reads 0 outside the feature map by itself, so coefficients there need no mask.
     """
 
     inputs: tuple[int, ...]
@@ -71,6 +76,9 @@ class Node:
     mixing: ClassVar[bool] = False
     branchable: ClassVar[bool] = False
     has_milp: ClassVar[bool] = True
+    patchable: ClassVar[bool] = False
+    grows_window: ClassVar[bool] = False
+    zero_off_map: ClassVar[bool] = False
     onnx_op: ClassVar[str | None] = None
     torch_module: ClassVar[type | None] = None
 
@@ -116,10 +124,21 @@ class Node:
         raise UnsupportedLayerError(
             f"layer '{self.name}' ({self.kind}) has no MILP encoding.")
 
+    def patch_window(self, win: Window) -> Window:
+        """The window on this node's input that a window on its output reads."""
+        return win
+
+    def backward_patches(self, P: Tensor, step: PatchStep) -> tuple[Tensor, Tensor | None]:
+        """Patch coefficients ``P`` (..., C, Kh, Kw) on the output -> on the input, and the
+        bias they collect (like :meth:`backward`, for ``patchable`` kinds)."""
+        raise NotImplementedError
+
 
 @dataclass(eq=False, kw_only=True)
 class InputNode(Node):
     """The network's input (node 0 of every graph)."""
+
+    zero_off_map: ClassVar[bool] = True  # the box's windows are zero-padded
 
     def forward(self, x: Tensor) -> Tensor:
         return x
@@ -148,6 +167,43 @@ class MilpStep:
     relax: bool
     bound_fix: list
     empty: bool = False
+
+
+@dataclass(frozen=True)
+class Window:
+    """Where the patch of a start-node location lies on one node's feature map."""
+
+    kernel: Pair
+    stride: Pair
+    padding: Pair
+
+
+@dataclass
+class PatchStep:
+    """What a node's :meth:`Node.backward_patches` reads: its input's ``interval`` and
+    ``shape``, the ``window`` on its input, the locations ``loc`` of the rows, optimized
+    lower slopes ``alpha`` (or None), and whether the input kind reads 0 off the map."""
+
+    interval: Interval
+    shape: Shape
+    window: Window
+    loc: Tensor
+    alpha: Tensor | None
+    input_zero_off_map: bool
+
+
+def window_rows(x: Tensor, win: Window, loc: Tensor) -> Tensor:
+    """Windows of ``x`` (Bx, C, H, W) at locations ``loc`` (L,) -> (Bx, L, C, Kh, Kw)."""
+    C = x.shape[1]
+    cols = F.unfold(x, win.kernel, padding=win.padding, stride=win.stride)  # (Bx, C*K, L)
+    rows = cols.transpose(1, 2)[:, loc]
+    return rows.reshape(rows.shape[0], rows.shape[1], C, *win.kernel)
+
+
+def patch_mask(shape, win: Window, loc: Tensor, like: Tensor) -> Tensor:
+    """1 where a window position lies inside a feature map of ``shape``, else 0."""
+    ones = like.new_ones(1, 1, *shape[1:])
+    return window_rows(ones, win, loc)
 
 
 def center_radius(lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:

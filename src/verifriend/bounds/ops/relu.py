@@ -11,7 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from verifriend.bounds.ops.base import BackwardResult, Interval, MilpStep, Node
+from verifriend.bounds.ops.base import (
+    BackwardResult,
+    Interval,
+    MilpStep,
+    Node,
+    PatchStep,
+    window_rows,
+)
 from verifriend.bounds.ops.milp_rows import INF
 
 
@@ -60,6 +67,28 @@ class ReLUNode(Node):
         neg = A.clamp(max=0)
         bias = (neg.flatten(2) @ icpt.flatten(2).transpose(1, 2)).squeeze(-1)  # icpt: (B, 1, ...)
         return (A * lo + neg * (up - lo),), bias
+
+    patchable: ClassVar[bool] = True
+    zero_off_map: ClassVar[bool] = True  # its slope maps are zero-padded windows
+
+    def backward_patches(self, P: Tensor, step: PatchStep) -> tuple[Tensor, Tensor | None]:
+        """The triangle relaxation on patches; ``step.alpha`` (patch-shaped) overrides the
+        lower slopes of unstable neurons."""
+        lower, upper = step.interval
+        lo, up, icpt = relu_relaxation(lower, upper)
+        if step.alpha is None:
+            # one unfold of the three slope maps, shared by a location's rows
+            maps = window_rows(torch.cat([lo, up - lo, icpt], 1), step.window, step.loc)
+            lo, diff, icpt = maps.unsqueeze(2).unflatten(3, (3, -1)).unbind(3)
+        else:
+            unstable = ((lower < 0) & (upper > 0)).to(lower.dtype)
+            maps = window_rows(torch.cat([lo, up, icpt, unstable], 1), step.window, step.loc)
+            lo, up, icpt, unstable = maps.unsqueeze(2).unflatten(3, (4, -1)).unbind(3)
+            lo = torch.where(unstable > 0, step.alpha.clamp(0.0, 1.0), lo)
+            diff = up - lo
+        neg = P.clamp(max=0)
+        bias = (neg.flatten(3) @ icpt.flatten(3).transpose(-1, -2)).squeeze(-1)
+        return torch.addcmul(P * lo, neg, diff), bias
 
     def milp(self, step: MilpStep) -> None:
         """Stable or split neurons are exact (a split also bounds ``z``); an unstable one
