@@ -1,0 +1,217 @@
+"""Layer-wise LP sparsification that keeps activation patterns on a validation set (VNN).
+
+Baninajjar, Rezine, Aminifar, "Verification-Friendly Deep Neural Networks" (the VNN paper,
+``../shared/papers/001_*``). Each hidden layer's weights are rewritten, first hidden layer
+first, to minimize their L1 norm while every validation sample keeps its pre-activation
+within a relative tolerance ``eps`` on the side of its sign:
+
+* ``z >= 0``: ``(1 - eps) z <= z' <= (1 + eps) z`` (and ``z' >= 0``);
+* ``z < 0``: ``(1 + eps) z <= z' <= (1 - eps) z`` (and ``z' <= 0``),
+
+where ``z`` is the original network's pre-activation and ``z' = w'.a + b'`` is linear in the
+new weights, with ``a`` the sample's input to the layer *as already rewritten* (layers before
+``l`` new). ``eps = 0`` makes every row an equality. Rows of different neurons share no
+variables, so each neuron is its own LP (``|w| = w+ + w-``, ``w = w+ - w-``), solved by HiGHS
+in float64. The sign rows keep a margin (``margin``, or the value itself when it is smaller)
+away from zero so that solver tolerances cannot flip a pattern; every layer is checked after
+its rewrite and a neuron whose LP fails or whose pattern breaks keeps its original weights,
+which the result reports.
+
+This module works on plain float64 arrays: ``layers`` is a list of ``(W, b)`` with ReLU
+between consecutive layers and none after the last (the output layer, left as it is).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+Layer = tuple[np.ndarray, np.ndarray]  # (W (out, in), b (out,))
+
+_TOL = 1e-9  # HiGHS's primal feasibility tolerance is set to this
+
+
+@dataclass
+class LayerReport:
+    """What one hidden layer's rewrite did."""
+
+    index: int
+    nonzeros_before: int
+    nonzeros_after: int
+    lps: int
+    seconds: float
+    kept_original: list[int] = field(default_factory=list)  # neurons whose LP was not used
+    max_rel_change: float = 0.0  # largest |z' - z| / |z| over samples (|z| > 1e-12)
+    eps: float = 0.0  # the tolerance used (smaller than asked when a larger one broke)
+    retries: list[str] = field(default_factory=list)  # why a larger eps was given up
+
+
+def row_bounds(z: np.ndarray, eps: float, margin: float) -> tuple[np.ndarray, np.ndarray]:
+    """Bounds ``lo <= z' <= hi`` of the new pre-activations of one neuron, per sample.
+
+    On the side of ``z``'s sign, within the relative tolerance ``eps``; the bound nearest to
+    zero is pushed ``min(margin, |z|)`` away from it (``z = 0`` gives ``z' = 0``).
+    """
+    pos = z >= 0
+    lo = np.where(pos, (1 - eps) * z, (1 + eps) * z)
+    hi = np.where(pos, (1 + eps) * z, (1 - eps) * z)
+    gap = np.minimum(margin, np.abs(z))
+    lo = np.where(pos, np.maximum(lo, gap), lo)
+    hi = np.where(pos, hi, np.minimum(hi, -gap))
+    return lo, hi
+
+
+def neuron_lp(a: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """``min |w|_1 + |b|`` subject to ``lo <= a w + b <= hi``; ``(w, b)`` or None if HiGHS
+    finds no optimum. ``a`` is (samples, inputs)."""
+    import highspy
+
+    from verifriend.bounds.ops.milp_rows import quiet_highs
+
+    m, n = a.shape
+    h = quiet_highs()
+    h.setOptionValue("primal_feasibility_tolerance", _TOL)
+    h.setOptionValue("threads", 1)
+    nv = 2 * (n + 1)  # [w+, b+, w-, b-]
+    h.addVars(nv, np.zeros(nv), np.full(nv, highspy.kHighsInf))
+    h.changeColsCost(nv, np.arange(nv, dtype=np.int32), np.ones(nv))
+    ab = np.hstack([a, np.ones((m, 1))])
+    rows = np.hstack([ab, -ab])
+    nz = rows != 0
+    starts = np.concatenate([[0], np.cumsum(nz.sum(1))[:-1]]).astype(np.int32)
+    index = np.nonzero(nz)[1].astype(np.int32)
+    h.addRows(m, lo, hi, int(nz.sum()), starts, index, rows[nz])
+    h.run()
+    if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+        return None
+    x = np.asarray(h.getSolution().col_value)
+    wb = x[: n + 1] - x[n + 1:]
+    return wb[:n], float(wb[n])
+
+
+def _solve_one(args) -> tuple[np.ndarray, float] | None:
+    return neuron_lp(*args)
+
+
+def forward(layers: list[Layer], x: np.ndarray) -> list[np.ndarray]:
+    """Pre-activations of every layer for inputs ``x`` (samples, inputs), float64."""
+    out, a = [], x
+    for k, (W, b) in enumerate(layers):
+        z = a @ W.T + b
+        out.append(z)
+        a = np.maximum(z, 0) if k < len(layers) - 1 else z
+    return out
+
+
+def _layer(a, z, W, b, eps, margin, pool) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """New ``(W, b)`` of one layer; neurons whose LP has no optimum keep theirs."""
+    jobs = [(a, *row_bounds(z[:, j], eps, margin)) for j in range(W.shape[0])]
+    results = list(pool.map(_solve_one, jobs)) if pool else [_solve_one(j) for j in jobs]
+    W2, b2, kept = W.copy(), b.copy(), []
+    for j, r in enumerate(results):
+        if r is None:
+            kept.append(j)
+        else:
+            W2[j], b2[j] = r
+    return W2, b2, kept
+
+
+def _pattern_breaks(z_new: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Per neuron: some sample's activation (``z > 0``) differs."""
+    return ((z_new > 0) != (z > 0)).any(0)
+
+
+def _later_breaks(layers: list[Layer], k: int, a: np.ndarray, z_orig: list[np.ndarray]):
+    """Samples whose later patterns or label change when layer ``k``'s output is ``a``."""
+    bad = np.zeros(a.shape[0], bool)
+    for j in range(k + 1, len(layers)):
+        W, b = layers[j]
+        z = a @ W.T + b
+        if j < len(layers) - 1:
+            bad |= ((z > 0) != (z_orig[j] > 0)).any(1)
+            a = np.maximum(z, 0)
+        else:
+            bad |= z.argmax(1) != z_orig[j].argmax(1)
+    return np.nonzero(bad)[0]
+
+
+def _rewrite(k, a, layers, z_orig, eps, margin, pool) -> tuple[Layer, LayerReport]:
+    """Layer ``k`` rewritten with ``eps``, halved (then 0) while later patterns or labels of
+    some validation sample change; neurons that cannot be kept get their original weights."""
+    W, b = layers[k]
+    start, tried = time.perf_counter(), []
+    for e in (eps, eps / 2, eps / 4, 0.0) if eps > 0 else (0.0,):
+        W2, b2, kept = _layer(a, z_orig[k], W, b, e, margin, pool)
+        z_new = a @ W2.T + b2
+        broken = np.nonzero(_pattern_breaks(z_new, z_orig[k]))[0]
+        W2[broken], b2[broken] = W[broken], b[broken]  # back to the original, never silently
+        kept = sorted(set(kept) | {int(j) for j in broken})
+        z_new = a @ W2.T + b2
+        samples = _later_breaks(layers, k, np.maximum(z_new, 0), z_orig)
+        if samples.size == 0:
+            break
+        tried.append(f"eps {e:g}: samples {samples.tolist()} changed a later pattern or label")
+    else:  # even the exact rows broke something: keep the layer as it was
+        W2, b2, kept = W.copy(), b.copy(), list(range(W.shape[0]))
+        z_new, e = a @ W.T + b, 0.0
+    big = np.abs(z_orig[k]) > 1e-12
+    rel = np.abs(z_new - z_orig[k])[big] / np.abs(z_orig[k])[big]
+    rep = LayerReport(k, int(np.count_nonzero(W)), int(np.count_nonzero(W2)), W.shape[0],
+                      time.perf_counter() - start, kept, float(rel.max()) if rel.size else 0.0,
+                      e, tried)
+    return (W2, b2), rep
+
+
+def sparsify(
+    layers: list[Layer],
+    x_val: np.ndarray,
+    *,
+    eps: float = 0.0,
+    margin: float = 1e-6,
+    workers: int = 1,
+    on_layer: Callable[[LayerReport], None] | None = None,
+) -> tuple[list[Layer], list[LayerReport]]:
+    """The VNN rewrite of every hidden layer (the output layer is left as it is).
+
+    ``x_val`` (samples, inputs) are the validation inputs in the network's input space.
+    Returns the new layers and one :class:`LayerReport` per hidden layer. A neuron whose
+    validation pattern changes (a solver tolerance) gets its original weights back and is
+    listed in ``kept_original``; a layer whose rewrite changes a later pattern or a label
+    is redone with a smaller ``eps`` (halved twice, then 0), the reasons in ``retries``.
+    """
+    if not 0.0 <= eps < 1.0:
+        raise ValueError(f"eps must be in [0, 1), got {eps}")
+    layers = [(np.asarray(W, np.float64), np.asarray(b, np.float64)) for W, b in layers]
+    a = np.asarray(x_val, np.float64)
+    z_orig = forward(layers, a)
+    new, reports = list(layers), []
+    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    try:
+        for k in range(len(layers) - 1):
+            new[k], rep = _rewrite(k, a, layers, z_orig, eps, margin, pool)
+            reports.append(rep)
+            if on_layer:
+                on_layer(rep)
+            a = np.maximum(a @ new[k][0].T + new[k][1], 0)
+    finally:
+        if pool:
+            pool.shutdown()
+    return new, reports
+
+
+def magnitude_prune(layers: list[Layer], nonzeros: list[int]) -> list[Layer]:
+    """Baseline: keep the ``nonzeros[k]`` largest-magnitude weights of hidden layer ``k``
+    (biases kept), the output layer as it is."""
+    out = []
+    for k, (W, b) in enumerate(layers):
+        if k < len(nonzeros):
+            flat = np.abs(W).ravel()
+            keep = np.zeros(flat.size, bool)
+            keep[np.argsort(-flat, kind="stable")[: nonzeros[k]]] = True
+            W = np.where(keep.reshape(W.shape), W, 0.0)
+        out.append((W, b))
+    return out

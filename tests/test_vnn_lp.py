@@ -1,0 +1,101 @@
+"""VNN LP sparsification: each row type, one neuron's LP against its original weights, and
+whole tiny networks whose validation patterns must stay exactly as they were."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from verifriend.sparsify.vnn_lp import (
+    forward,
+    magnitude_prune,
+    neuron_lp,
+    row_bounds,
+    sparsify,
+)
+
+
+def test_rows_on_each_side_of_zero():
+    z = np.array([2.0, -3.0, 0.0, 1e-9, -1e-9])
+    lo, hi = row_bounds(z, 0.0, 1e-6)  # eps = 0: equalities
+    np.testing.assert_array_equal(lo, z)
+    np.testing.assert_array_equal(hi, z)
+    lo, hi = row_bounds(z, 0.1, 1e-6)
+    np.testing.assert_allclose(lo[:2], [1.8, -3.3])
+    np.testing.assert_allclose(hi[:2], [2.2, -2.7])
+    assert lo[2] == hi[2] == 0.0  # z = 0 stays 0
+    assert lo[3] == pytest.approx(1e-9) and hi[4] == pytest.approx(-1e-9)  # small |z|: margin = |z|
+    lo, hi = row_bounds(np.array([1e-8, -1e-8]), 0.5, 1e-6)
+    assert lo[0] > 0 and hi[1] < 0  # the sign side never touches zero
+
+
+def test_one_neuron_lp_is_feasible_sparser_and_no_more_nonzeros_than_rows():
+    rng = np.random.default_rng(0)
+    a = np.maximum(rng.standard_normal((8, 30)), 0)  # 8 samples, 30 inputs
+    w, b = rng.standard_normal(30), 0.3
+    z = a @ w + b
+    for eps in (0.0, 0.2):
+        lo, hi = row_bounds(z, eps, 1e-6)
+        w2, b2 = neuron_lp(a, lo, hi)
+        z2 = a @ w2 + b2
+        assert (z2 >= lo - 1e-7).all() and (z2 <= hi + 1e-7).all()
+        assert np.abs(w2).sum() + abs(b2) <= np.abs(w).sum() + abs(b) + 1e-9
+        assert np.count_nonzero(np.abs(np.append(w2, b2)) > 1e-12) <= len(z)  # a vertex
+
+
+def test_an_infeasible_neuron_lp_returns_none():
+    a = np.array([[1.0], [1.0]])
+    assert neuron_lp(a, np.array([1.0, 2.0]), np.array([1.0, 2.0])) is None
+
+
+def _tiny(seed: int, widths=(20, 12, 9, 3)):
+    rng = np.random.default_rng(seed)
+    layers = [(rng.standard_normal((o, i)) / np.sqrt(i), rng.standard_normal(o) * 0.1)
+              for i, o in itertools.pairwise(widths)]
+    x = rng.uniform(0, 1, (10, widths[0]))
+    return layers, x
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_tiny_networks_keep_every_validation_pattern(seed, eps):
+    layers, x = _tiny(seed)
+    new, reports = sparsify(layers, x, eps=eps)
+    z0, z1 = forward(layers, x), forward(new, x)
+    for a, b in zip(z0[:-1], z1[:-1]):
+        np.testing.assert_array_equal(a > 0, b > 0)
+    np.testing.assert_array_equal(z0[-1].argmax(1), z1[-1].argmax(1))
+    np.testing.assert_array_equal(new[-1][0], layers[-1][0])  # the output layer as it was
+    assert len(reports) == len(layers) - 1
+    first = reports[0]
+    assert first.nonzeros_after < first.nonzeros_before  # 10 samples, 20 inputs: room to cut
+    assert np.abs(new[0][0]).sum() <= np.abs(layers[0][0]).sum() + np.abs(layers[0][1]).sum()
+    if eps == 0.0:
+        assert first.max_rel_change < 1e-6
+    else:
+        assert first.max_rel_change <= eps + 1e-6
+
+
+def test_workers_give_the_same_rewrite():
+    layers, x = _tiny(7)
+    a, _ = sparsify(layers, x)
+    b, _ = sparsify(layers, x, workers=2)
+    for (W1, b1), (W2, b2) in zip(a, b):
+        np.testing.assert_array_equal(W1, W2)
+        np.testing.assert_array_equal(b1, b2)
+
+
+def test_magnitude_baseline_keeps_the_largest_weights():
+    layers, _ = _tiny(1)
+    pruned = magnitude_prune(layers, [17, 5])
+    assert [np.count_nonzero(W) for W, _ in pruned] == [17, 5, layers[2][0].size]
+    W, W0 = pruned[0][0], layers[0][0]
+    assert np.abs(W0[W != 0]).min() >= np.abs(W0[W == 0]).max()
+
+
+def test_bad_eps_is_refused():
+    layers, x = _tiny(0)
+    with pytest.raises(ValueError, match="eps"):
+        sparsify(layers, x, eps=1.5)
