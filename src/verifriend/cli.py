@@ -179,6 +179,40 @@ def export(
     console.print(f"wrote {onnx_path}")
 
 
+@app.command(epilog="Example: verifriend sparsify ../shared/vnnlp/mnist_relu_2_50.onnx "
+             "--out runs/2x50.vnn.onnx --baseline magnitude")
+@user_errors
+def sparsify(
+    model: Annotated[Path, typer.Argument(help="An ONNX network of Gemm/MatMul + Relu layers.")],
+    out: Annotated[Path, typer.Option(help="Where to write the sparsified ONNX network.")],
+    eps: Annotated[float, typer.Option(help="Relative tolerance on the validation "
+                                            "pre-activations (0: exact).")] = 0.0,
+    dataset: Annotated[str, typer.Option(help="Data set of the validation images.")] = "mnist",
+    data_dir: DataDir = None,
+    val_indices: Annotated[str, typer.Option(help="Test images START:STOP used as the "
+                                                  "validation set (the paper's 1:201).")] = "1:201",
+    baseline: Annotated[str | None, typer.Option(help="magnitude: also write OUT's stem "
+                                                      "+ .magnitude.onnx at equal sparsity.")] = None,
+    workers: Annotated[int, typer.Option(help="Processes solving the per-neuron LPs.")] = 2,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Rewrite the hidden layers to the sparsest weights (L1 LP per neuron, HiGHS) that keep
+    every validation image's activation pattern (the VNN paper); the output layer is kept."""
+    from verifriend.app.display import sparsify_layer_line, sparsify_summary
+    from verifriend.app.settings import SparsifySettings
+    from verifriend.app.sparsify import parse_indices, run_sparsify
+
+    settings = SparsifySettings(model, out, eps, dataset, data_dir, parse_indices(val_indices),
+                                baseline, workers)
+    show = None if json_out else (lambda r: err_console.print(sparsify_layer_line(r),
+                                                              highlight=False))
+    result = run_sparsify(settings, show)
+    if json_out:
+        print(json.dumps(result))
+    else:
+        console.print(sparsify_summary(result), highlight=False)
+
+
 @app.command(epilog="Example: verifriend bounds net.onnx prop.vnnlib.gz --method crown --json")
 @user_errors
 def bounds(

@@ -146,3 +146,31 @@ def bnn_train_text(out: Any, s: dict) -> str:
     return (f"{out}: test accuracy {100 * s['test_acc']:.2f}%{pgd}, cardinality bound after "
             f"the first layer mean {b['mean_after_first']:.1f} max {b['max_after_first']}, "
             f"trained in {s['train_s']:.0f} s")
+
+
+def sparsify_layer_line(r: Any) -> str:
+    """One hidden layer of `sparsify`, as it finishes."""
+    line = (f"layer {r.index}: non-zeros {r.nonzeros_before} -> {r.nonzeros_after}, {r.lps} LPs "
+            f"in {r.seconds:.1f} s, largest relative change {r.max_rel_change:.2g}")
+    if r.kept_original:
+        line += f", {len(r.kept_original)} neurons kept as they were"
+    if r.retries:
+        line += f", eps lowered to {r.eps:g} ({'; '.join(t.split(':')[0] for t in r.retries)} " \
+                "changed later patterns or labels)"
+    return line
+
+
+def sparsify_summary(result: dict) -> Table:
+    """The per-layer table and accuracies of `sparsify`."""
+    acc = result["test_accuracy"]
+    val = result["validation"]
+    title = (f"{result['out']}: validation labels kept {val['labels_kept']}/{val['of']}; test "
+             "accuracy " + ", ".join(f"{k} {v:.2f} %" for k, v in acc.items()))
+    t = Table(title=title, title_justify="left")
+    for col in ("layer", "non-zeros before", "after", "LPs", "seconds", "max rel. change", "eps"):
+        t.add_column(col, justify="right")
+    for r in result["layers"]:
+        t.add_row(str(r["index"]), str(r["nonzeros_before"]), str(r["nonzeros_after"]),
+                  str(r["lps"]), f"{r['seconds']:.1f}", f"{r['max_rel_change']:.2g}",
+                  f"{r['eps']:g}")
+    return t

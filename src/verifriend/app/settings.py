@@ -154,6 +154,35 @@ class BoundsSettings:
 
 
 @dataclass(frozen=True)
+class SparsifySettings:
+    """`verifriend sparsify`: the VNN LP rewrite of an ONNX network's hidden layers."""
+
+    model: Path
+    out: Path
+    eps: float = 0.0
+    dataset: str = "mnist"
+    data_dir: str | None = None
+    val_indices: tuple[int, int] = (1, 201)  # test images [start, stop), the paper's 1..200
+    baseline: str | None = None  # "magnitude": also write the magnitude-pruned network
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        if not (_number(self.eps) and 0 <= self.eps < 1):
+            raise UserError(f"--eps must be in [0, 1) (a relative tolerance), got {self.eps}.")
+        start, stop = self.val_indices
+        if not (isinstance(start, int) and isinstance(stop, int) and 0 <= start < stop):
+            raise UserError(f"--val-indices must be START:STOP with 0 <= START < STOP, got "
+                            f"{start}:{stop}.")
+        if self.baseline not in (None, "magnitude"):
+            raise UserError(f"unknown --baseline '{self.baseline}'; the one baseline is "
+                            "'magnitude'.")
+        check_at_least(self.workers, "--workers", 1)
+        if Path(self.model).suffix.lower() != ".onnx" or Path(self.out).suffix.lower() != ".onnx":
+            raise UserError("sparsify reads and writes ONNX files (MODEL and --out end in "
+                            ".onnx); export a .pt first with `verifriend export`.")
+
+
+@dataclass(frozen=True)
 class ExportSettings:
     """`verifriend export`: a checkpoint as an ONNX file."""
 

@@ -75,7 +75,6 @@ def neuron_lp(a: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray
     m, n = a.shape
     h = quiet_highs()
     h.setOptionValue("primal_feasibility_tolerance", _TOL)
-    h.setOptionValue("threads", 1)
     nv = 2 * (n + 1)  # [w+, b+, w-, b-]
     h.addVars(nv, np.zeros(nv), np.full(nv, highspy.kHighsInf))
     h.changeColsCost(nv, np.arange(nv, dtype=np.int32), np.ones(nv))

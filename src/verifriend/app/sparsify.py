@@ -1,0 +1,81 @@
+"""The `sparsify` job: read an ONNX network and validation images, rewrite the hidden layers
+with the VNN LP (:mod:`verifriend.sparsify.vnn_lp`), check and write the new network."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from verifriend.app.outputs import check_out_file, write_bytes_atomic
+from verifriend.app.settings import SparsifySettings
+from verifriend.errors import UserError
+from verifriend.sparsify.network import layers_of, onnx_bytes
+from verifriend.sparsify.vnn_lp import LayerReport, forward, magnitude_prune, sparsify
+
+
+def parse_indices(text: str) -> tuple[int, int]:
+    """``"START:STOP"`` -> (start, stop); one sentence when it is not two integers."""
+    try:
+        start, stop = (int(p) for p in text.split(":"))
+    except ValueError:
+        raise UserError(f"--val-indices must be START:STOP (e.g. 1:201), got '{text}'.") from None
+    return start, stop
+
+
+def _accuracy(layers, x: np.ndarray, y: np.ndarray) -> float:
+    return 100.0 * float((forward(layers, x)[-1].argmax(1) == y).mean())
+
+
+def _images(s: SparsifySettings, n_in: int) -> tuple[np.ndarray, np.ndarray]:
+    from verifriend.data.datasets import load_dataset
+
+    ds = load_dataset(s.dataset, s.data_dir)
+    x = ds.x_test.reshape(len(ds.x_test), -1).double().numpy()
+    if x.shape[1] != n_in:
+        raise UserError(f"the network takes {n_in} inputs but {ds.display_name} images have "
+                        f"{x.shape[1]} pixels.")
+    if s.val_indices[1] > len(x):
+        raise UserError(f"--val-indices {s.val_indices[0]}:{s.val_indices[1]} runs past the "
+                        f"{len(x)} test images of {ds.display_name}.")
+    return x, ds.y_test.numpy()
+
+
+def run_sparsify(s: SparsifySettings, on_layer: Callable[[LayerReport], None] | None = None
+                 ) -> dict:
+    """Rewrite, check labels on the validation images, write ``s.out`` (and the magnitude
+    baseline beside it); returns the figures the command prints."""
+    from verifriend.bounds.frontends.onnx import load_onnx
+
+    check_out_file(s.out)
+    base_out = Path(s.out).with_suffix(".magnitude.onnx")
+    if s.baseline:
+        check_out_file(base_out, "the baseline's file")
+    graph = load_onnx(s.model, dtype=torch.float64)
+    layers = layers_of(graph, f"{s.model}")
+    x, y = _images(s, layers[0][0].shape[1])
+    a, b = s.val_indices
+    start = time.perf_counter()
+    new, reports = sparsify(layers, x[a:b], eps=s.eps, workers=s.workers, on_layer=on_layer)
+    seconds = time.perf_counter() - start
+    kept = forward(new, x[a:b])[-1].argmax(1) == forward(layers, x[a:b])[-1].argmax(1)
+    if not kept.all():  # sparsify restores layers until labels hold: this is a bug guard
+        raise RuntimeError(f"validation labels changed on samples {np.nonzero(~kept)[0]}")
+    write_bytes_atomic(s.out, onnx_bytes(new, graph.input_name, graph.onnx_input_shape,
+                                         graph.output_name))
+    result = {
+        "model": str(s.model), "out": str(s.out), "eps": s.eps, "seconds": seconds,
+        "validation": {"indices": [a, b], "labels_kept": int(kept.sum()), "of": int(kept.size)},
+        "layers": [vars(r) for r in reports],
+        "test_accuracy": {"original": _accuracy(layers, x, y), "sparsified": _accuracy(new, x, y)},
+    }
+    if s.baseline:
+        mag = magnitude_prune(layers, [r.nonzeros_after for r in reports])
+        write_bytes_atomic(base_out, onnx_bytes(mag, graph.input_name, graph.onnx_input_shape,
+                                                graph.output_name))
+        result["test_accuracy"]["magnitude"] = _accuracy(mag, x, y)
+        result["baseline_out"] = str(base_out)
+    return result
