@@ -183,8 +183,10 @@ def export(
              "--out runs/2x50.vnn.onnx --baseline magnitude")
 @user_errors
 def sparsify(
-    model: Annotated[Path, typer.Argument(help="An ONNX network of Gemm/MatMul + Relu layers.")],
-    out: Annotated[Path, typer.Option(help="Where to write the sparsified ONNX network.")],
+    model: Annotated[Path, typer.Argument(help="An ONNX network of Gemm/MatMul + Relu layers, "
+                                               "or a fully connected verifriend .pt.")],
+    out: Annotated[Path, typer.Option(help="Where to write the sparsified network (the "
+                                           "format of MODEL).")],
     eps: Annotated[float, typer.Option(help="Relative tolerance on the validation "
                                             "pre-activations (0: exact).")] = 0.0,
     dataset: Annotated[str, typer.Option(help="Data set of the validation images.")] = "mnist",
@@ -192,7 +194,8 @@ def sparsify(
     val_indices: Annotated[str, typer.Option(help="Test images START:STOP used as the "
                                                   "validation set (the paper's 1:201).")] = "1:201",
     baseline: Annotated[str | None, typer.Option(help="magnitude: also write OUT's stem "
-                                                      "+ .magnitude.onnx at equal sparsity.")] = None,
+                                                      "+ .magnitude + its suffix, at equal "
+                                                      "sparsity.")] = None,
     workers: Annotated[int, typer.Option(help="Processes solving the per-neuron LPs.")] = 2,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:

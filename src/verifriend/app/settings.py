@@ -177,9 +177,10 @@ class SparsifySettings:
             raise UserError(f"unknown --baseline '{self.baseline}'; the one baseline is "
                             "'magnitude'.")
         check_at_least(self.workers, "--workers", 1)
-        if Path(self.model).suffix.lower() != ".onnx" or Path(self.out).suffix.lower() != ".onnx":
-            raise UserError("sparsify reads and writes ONNX files (MODEL and --out end in "
-                            ".onnx); export a .pt first with `verifriend export`.")
+        kinds = {Path(self.model).suffix.lower(), Path(self.out).suffix.lower()}
+        if len(kinds) != 1 or not kinds <= {".onnx", ".pt"}:
+            raise UserError("sparsify writes the format it reads: MODEL and --out both end in "
+                            ".onnx or both in .pt.")
 
 
 @dataclass(frozen=True)

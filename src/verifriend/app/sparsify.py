@@ -44,18 +44,65 @@ def _images(s: SparsifySettings, n_in: int) -> tuple[np.ndarray, np.ndarray]:
     return x, ds.y_test.numpy()
 
 
+class _Onnx:
+    """An ONNX network read and written back with its own input and output names."""
+
+    def __init__(self, path):
+        from verifriend.bounds.frontends.onnx import load_onnx
+
+        self.graph = load_onnx(path, dtype=torch.float64)
+
+    def write(self, path, layers) -> None:
+        g = self.graph
+        write_bytes_atomic(path, onnx_bytes(layers, g.input_name, g.onnx_input_shape,
+                                            g.output_name))
+
+
+class _Checkpoint:
+    """A verifriend fully connected checkpoint, written back as the same architecture with
+    the input normalization folded into the first layer (mean 0, std 1)."""
+
+    def __init__(self, path):
+        from verifriend.bounds.frontends.torch import from_module
+        from verifriend.models.io import load_model
+
+        self.model, self.meta = load_model(path)
+        self.graph = from_module(self.model.double(), self.meta["input_shape"])
+
+    def write(self, path, layers) -> None:
+        from torch import nn
+
+        from verifriend.app.artifacts import save_model
+        from verifriend.models.zoo import build_model
+
+        m = self.meta
+        c = m["input_shape"][0]
+        new = build_model(m["arch"], m["input_shape"], m["num_classes"], [0.0] * c, [1.0] * c)
+        linears = [mod for mod in new.modules() if isinstance(mod, nn.Linear)]
+        if len(linears) != len(layers) or any(
+                lin.weight.shape != W.shape for lin, (W, _) in zip(linears, layers)):
+            raise UserError(f"architecture {m['arch']!r} is not a plain stack of linear layers "
+                            "and ReLUs; sparsify it as ONNX (`verifriend export`).")
+        with torch.no_grad():
+            for lin, (W, b) in zip(linears, layers):
+                lin.weight.copy_(torch.from_numpy(W))
+                lin.bias.copy_(torch.from_numpy(b))
+        save_model(new, path, arch=m["arch"], input_shape=m["input_shape"],
+                   num_classes=m["num_classes"], dataset=m["dataset"], mean=[0.0] * c,
+                   std=[1.0] * c, config={**m.get("config", {}), "sparsified": True})
+
+
 def run_sparsify(s: SparsifySettings, on_layer: Callable[[LayerReport], None] | None = None
                  ) -> dict:
     """Rewrite, check labels on the validation images, write ``s.out`` (and the magnitude
-    baseline beside it); returns the figures the command prints."""
-    from verifriend.bounds.frontends.onnx import load_onnx
-
+    baseline beside it, ``<stem>.magnitude<suffix>``); returns the figures the command prints."""
     check_out_file(s.out)
-    base_out = Path(s.out).with_suffix(".magnitude.onnx")
+    out = Path(s.out)
+    base_out = out.with_name(f"{out.stem}.magnitude{out.suffix}")
     if s.baseline:
         check_out_file(base_out, "the baseline's file")
-    graph = load_onnx(s.model, dtype=torch.float64)
-    layers = layers_of(graph, f"{s.model}")
+    net = _Checkpoint(s.model) if out.suffix.lower() == ".pt" else _Onnx(s.model)
+    layers = layers_of(net.graph, f"{s.model}")
     x, y = _images(s, layers[0][0].shape[1])
     a, b = s.val_indices
     start = time.perf_counter()
@@ -64,8 +111,7 @@ def run_sparsify(s: SparsifySettings, on_layer: Callable[[LayerReport], None] | 
     kept = forward(new, x[a:b])[-1].argmax(1) == forward(layers, x[a:b])[-1].argmax(1)
     if not kept.all():  # sparsify restores layers until labels hold: this is a bug guard
         raise RuntimeError(f"validation labels changed on samples {np.nonzero(~kept)[0]}")
-    write_bytes_atomic(s.out, onnx_bytes(new, graph.input_name, graph.onnx_input_shape,
-                                         graph.output_name))
+    net.write(s.out, new)
     result = {
         "model": str(s.model), "out": str(s.out), "eps": s.eps, "seconds": seconds,
         "validation": {"indices": [a, b], "labels_kept": int(kept.sum()), "of": int(kept.size)},
@@ -74,8 +120,7 @@ def run_sparsify(s: SparsifySettings, on_layer: Callable[[LayerReport], None] | 
     }
     if s.baseline:
         mag = magnitude_prune(layers, [r.nonzeros_after for r in reports])
-        write_bytes_atomic(base_out, onnx_bytes(mag, graph.input_name, graph.onnx_input_shape,
-                                                graph.output_name))
+        net.write(base_out, mag)
         result["test_accuracy"]["magnitude"] = _accuracy(mag, x, y)
         result["baseline_out"] = str(base_out)
     return result
