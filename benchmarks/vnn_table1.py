@@ -5,6 +5,7 @@ CROWN proves at each delta, beside the paper's DeepPoly figures. Also times the 
 (LP seconds per layer) on the cores given by ``--workers``.
 
     python benchmarks/vnn_table1.py [--nets mnist_relu_2_50 ...] [--eps 0] [--workers 2]
+    python benchmarks/vnn_table1.py --models runs/nbc/model.pt other.onnx   # any FC networks
 """
 
 from __future__ import annotations
@@ -48,17 +49,31 @@ def crown_proved(layers, x: torch.Tensor, y: torch.Tensor, delta: float) -> floa
     return 100.0 * float(((b.lower > 0).all(1) & ok).double().mean())
 
 
+def _graph(net: str):
+    """The graph of a shared vnnlp network's name, an ONNX file or a verifriend .pt."""
+    if net.endswith(".pt"):
+        from verifriend.bounds.frontends.torch import from_module
+        from verifriend.models.io import load_model
+
+        model, meta = load_model(net)
+        return from_module(model.double(), meta["input_shape"])
+    return load_onnx(net if net.endswith(".onnx") else VNNLP / f"{net}.onnx",
+                     dtype=torch.float64)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--nets", nargs="+", default=sorted(p.stem for p in VNNLP.glob("*.onnx")))
     ap.add_argument("--eps", type=float, default=0.0)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--models", nargs="+", default=[],
+                    help="fully connected .onnx or verifriend .pt files instead of --nets")
     args = ap.parse_args()
     ds = load_dataset("mnist")
     x = ds.x_test.reshape(len(ds.x_test), -1).double()
     y = ds.y_test
-    for net in args.nets:
-        layers = layers_of(load_onnx(VNNLP / f"{net}.onnx", dtype=torch.float64), net)
+    for net in args.models or args.nets:
+        layers = layers_of(_graph(net), net)
         start = time.perf_counter()
         new, reps = sparsify(layers, x[1:201].numpy(), eps=args.eps, workers=args.workers)
         total = time.perf_counter() - start
