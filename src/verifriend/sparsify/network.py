@@ -7,31 +7,32 @@ normalization is folded into the first layer and the layers are in pixel space.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
 from verifriend.bounds.graph import Graph
+from verifriend.bounds.ops.milp_rows import dense_map
 from verifriend.errors import UserError
 
 Layer = tuple[np.ndarray, np.ndarray]
 
 
-def _segment_map(graph: Graph, nodes: list[int], in_shape) -> Layer:
-    """``(W, b)`` of the chain of affine nodes ``nodes`` on flat inputs of ``in_shape``."""
-    n = math.prod(in_shape)
+class _Chain:
+    """Nodes applied one after another, with the one-operator ``forward`` interface."""
 
-    def run(x):
-        for j in nodes:
-            x = graph.nodes[j].forward(x)
+    def __init__(self, graph: Graph, nodes: list[int]):
+        self.ops = [graph.nodes[j] for j in nodes]
+
+    def forward(self, x):
+        for op in self.ops:
+            x = op.forward(x)
         return x
 
-    with torch.no_grad():
-        zero = run(torch.zeros(1, *in_shape, dtype=torch.float64)).reshape(-1)
-        basis = torch.eye(n, dtype=torch.float64).view(n, *in_shape)
-        W = (run(basis).reshape(n, -1) - zero).T
-    return W.contiguous().numpy(), zero.numpy()
+
+def _segment_map(graph: Graph, nodes: list[int], in_shape) -> Layer:
+    """``(W, b)`` of the chain of affine nodes ``nodes`` on flat inputs of ``in_shape``."""
+    W, b = dense_map(_Chain(graph, nodes), in_shape)
+    return np.ascontiguousarray(W), b
 
 
 def layers_of(graph: Graph, what: str) -> list[Layer]:
