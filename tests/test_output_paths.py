@@ -221,7 +221,7 @@ def test_evaluate_log_folder_is_checked_before_work(kind, tmp_path, monkeypatch,
     from verifriend.app.evaluate import evaluate_checkpoint
 
     bad = _bad_path(kind, tmp_path)
-    forbid(monkeypatch, "verifriend.app.evaluate:load_dataset",
+    forbid(monkeypatch, "verifriend.app.evaluate:property_images",
            "verifriend.app.evaluate:evaluate_friendliness")
     before = snapshot(tmp_path)
     with pytest.raises(UserError, match=str(bad)):
@@ -233,7 +233,7 @@ def test_evaluate_cli_log_that_is_a_directory(tmp_path, monkeypatch):
     model = make_checkpoint(tmp_path / "m.pt")
     log = tmp_path / "m.eps0.1.t1.verify.jsonl"
     log.mkdir()
-    forbid(monkeypatch, "verifriend.app.evaluate:load_dataset",
+    forbid(monkeypatch, "verifriend.app.evaluate:property_images",
            "verifriend.app.evaluate:evaluate_friendliness")
     before = snapshot(tmp_path)
     assert_refused(runner.invoke(app, ["evaluate", str(model), "--eps", "0.1", "--timeout", "1"]),

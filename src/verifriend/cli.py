@@ -3,15 +3,21 @@ settings object (:mod:`verifriend.app.settings`) and calls one job in :mod:`veri
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from verifriend.errors import UserError
+from verifriend.cli_bnn import bnn_app
+from verifriend.cli_common import (
+    ConfigFile,
+    DataDir,
+    SetOption,
+    console,
+    err_console,
+    user_errors,
+)
 
 app = typer.Typer(
     help="Train, verify and measure verification-friendly neural networks.",
@@ -20,38 +26,8 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode="markdown",  # docstring paragraphs reflow to the terminal's width
 )
-console = Console()
-err_console = Console(stderr=True, soft_wrap=True)
 
-
-def user_errors(fn):
-    """Turn a UserError into one sentence on stderr and exit code 2 (no traceback)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except UserError as e:
-            err_console.print(f"[bold red]error:[/] {e}", highlight=False)
-            raise typer.Exit(2) from None
-
-    return wrapper
-
-
-DataDir = Annotated[
-    str | None,
-    typer.Option(help="Directory with the data set files (else $VERIFRIEND_DATA, ../shared/datasets)."),
-]
-ConfigFile = Annotated[
-    Path | None,
-    typer.Option("--config", help="The verifier's options as YAML (`verifriend config verifier` "
-                                  "prints them all, with their defaults); --set overrides it."),
-]
-SetOption = Annotated[
-    list[str] | None,
-    typer.Option("--set", metavar="KEY=VALUE", help="Set one verifier option, over --config "
-                 "(a dotted KEY for a section: --set bab.branching=fsb); repeatable."),
-]
+app.add_typer(bnn_app, name="bnn")
 
 
 @app.command(epilog="Example: verifriend demo --out demo-out")
@@ -115,33 +91,48 @@ def train(
                   f"{sum(h['time_s'] for h in history):.0f} s of training)")
 
 
-@app.command(epilog="Example: verifriend evaluate runs/nbc/model.pt --eps 0.02 --eps 0.05 --per-class 10 --timeout 30 --json")
+@app.command(epilog="Example: verifriend evaluate runs/nbc/model.pt --eps 0.02 --eps 0.05 "
+             "--per-class 10 --timeout 30 --json  |  verifriend evaluate net.onnx net.vnn.onnx "
+             "--indices 201:401 --eps 0.01 --eps 0.03 --alpha --timeout 30 --out runs/table")
 @user_errors
 def evaluate(
-    model: Annotated[Path, typer.Argument(help="A .pt written by `verifriend train`.")],
+    models: Annotated[list[Path], typer.Argument(help="Models: .pt written by `verifriend train`, or ONNX networks taking pixels in [0, 1].")],
     eps: Annotated[list[float], typer.Option(help="Verification radius; repeat for several.")] = [0.05],  # noqa: B006
     per_class: Annotated[int, typer.Option(help="Test properties per class.")] = 10,
+    indices: Annotated[str | None, typer.Option(help="Test images START:STOP as the properties (e.g. 201:401) instead of --per-class.")] = None,
     pgd_steps: Annotated[int, typer.Option(help="PGD steps for PGD accuracy.")] = 100,
+    alpha: Annotated[bool, typer.Option("--alpha", help="Also the share proved by alpha-CROWN.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds per property for the complete verifier (UNSAT %, time); 0 skips it.")] = 0.0,
     test_limit: Annotated[int | None, typer.Option(help="Clean/PGD accuracy on the first N test images only.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Data set of ONNX models (default mnist); a checkpoint's own otherwise.")] = None,
     data_dir: DataDir = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for results.json, verified.md, verified.csv, verified.png and the verifier logs.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """Measure clean/PGD accuracy, stable-neuron ratios, properties proved by IBP/CROWN and,
-    with --timeout, by the complete verifier (UNSAT/SAT/timeout %, time, time over UNSAT+timeout).
+    """Measure clean/PGD accuracy, stable-neuron ratios, properties proved by IBP/CROWN
+    (and alpha-CROWN) and, with --timeout, by the complete verifier (UNSAT/SAT/timeout %, time,
+    time over UNSAT+timeout). Several models: a verified-% table per verifier and radius.
 
-    The verifier's per-property log sits next to the model, so an interrupted run resumes."""
+    The verifier's per-property log sits in --out (else next to the model), so an interrupted
+    run resumes."""
     from verifriend.app.display import comparison_table
-    from verifriend.app.evaluate import evaluate
-    from verifriend.app.settings import EvaluateSettings
+    from verifriend.app.evaluate import evaluate_models
+    from verifriend.app.settings import CompareSettings, EvaluateSettings, parse_indices
 
-    result = evaluate(EvaluateSettings(model, tuple(eps), per_class, pgd_steps, timeout,
-                                       test_limit, data_dir), progress=not json_out)
+    rng = None if indices is None else parse_indices(indices, "--indices")
+    runs = tuple(EvaluateSettings(m, tuple(eps), per_class, pgd_steps, timeout, test_limit,
+                                  data_dir, out, dataset, rng, alpha) for m in models)
+    result = evaluate_models(CompareSettings(runs, out), progress=not json_out)
     if json_out:
-        print(json.dumps(result, indent=2))
-    else:
-        cols = {f"eps={r['eps']}": r for r in result["results"]}
-        console.print(comparison_table(cols, f"{result['arch']} on {result['dataset']}"))
+        print(json.dumps(result if len(models) > 1 else result["models"][0], indent=2))
+        return
+    for r in result["models"]:
+        cols = {f"eps={x['eps']}": x for x in r["results"]}
+        console.print(comparison_table(cols, f"{r['arch']} on {r['dataset']}"))
+    if len(models) > 1:
+        console.print(result["verified_md"], highlight=False, soft_wrap=True)
+    if out is not None:
+        console.print(f"wrote {', '.join(result['files'])}", highlight=False, soft_wrap=True)
 
 
 @app.command(epilog="Example: verifriend experiment experiments/rq1_mnist_reduced.yaml --out runs/rq1")
@@ -202,11 +193,11 @@ def sparsify(
     """Rewrite the hidden layers to the sparsest weights (L1 LP per neuron, HiGHS) that keep
     every validation image's activation pattern (the VNN paper); the output layer is kept."""
     from verifriend.app.display import sparsify_layer_line, sparsify_summary
-    from verifriend.app.settings import SparsifySettings
-    from verifriend.app.sparsify import parse_indices, run_sparsify
+    from verifriend.app.settings import SparsifySettings, parse_indices
+    from verifriend.app.sparsify import run_sparsify
 
-    settings = SparsifySettings(model, out, eps, dataset, data_dir, parse_indices(val_indices),
-                                baseline, workers)
+    settings = SparsifySettings(model, out, eps, dataset, data_dir,
+                                parse_indices(val_indices, "--val-indices"), baseline, workers)
     show = None if json_out else (lambda r: err_console.print(sparsify_layer_line(r),
                                                               highlight=False))
     result = run_sparsify(settings, show)
@@ -268,13 +259,17 @@ def vnncomp(
     print(f"{verdict.status}  {verdict.time_s:.2f} s")
 
 
-@app.command(epilog="Example: verifriend verify --model runs/nbc/model.pt --eps 0.05 --timeout 60 --per-class 10")
+@app.command(epilog="Example: verifriend verify --model runs/nbc/model.pt --eps 0.05 --timeout 60 "
+             "--per-class 10  |  verifriend verify --model net.onnx --dataset mnist --indices "
+             "201:401 --eps 0.02 --timeout 30")
 @user_errors
 def verify(
-    model: Annotated[Path, typer.Option(help="A .pt written by `verifriend train`.")],
+    model: Annotated[Path, typer.Option(help="A .pt written by `verifriend train`, or an ONNX network taking pixels in [0, 1].")],
     eps: Annotated[float, typer.Option(help="Linf radius (pixel space, in [0, 1]).")],
     timeout: Annotated[float, typer.Option(help="Seconds per property.")],
     per_class: Annotated[int, typer.Option(help="Test properties per class.")] = 10,
+    indices: Annotated[str | None, typer.Option(help="Test images START:STOP as the properties (e.g. 201:401) instead of --per-class.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Data set of an ONNX model (default mnist); a checkpoint's own otherwise.")] = None,
     data_dir: DataDir = None,
     out: Annotated[Path | None, typer.Option(
         help="Results file, one JSON line per property; an existing one is resumed "
@@ -288,10 +283,12 @@ def verify(
     from verifriend.app.campaign import run_verify
     from verifriend.app.config import verifier_config
     from verifriend.app.display import campaign_table
-    from verifriend.app.settings import CampaignSettings
+    from verifriend.app.settings import CampaignSettings, parse_indices
 
+    rng = None if indices is None else parse_indices(indices, "--indices")
     result = run_verify(CampaignSettings(model, eps, timeout, per_class, data_dir, out, seed,
-                                         verifier_config(config, set_)), progress=not json_out)
+                                         verifier_config(config, set_), dataset, rng),
+                        progress=not json_out)
     if json_out:
         print(json.dumps(result.to_dict(), indent=2))
         return
@@ -309,121 +306,6 @@ def zoo() -> None:
     for name in list_architectures():
         console.print(f"[bold]{name}[/]: {describe_architecture(name)}", highlight=False)
 
-
-bnn_app = typer.Typer(help="Binarized networks: train, verify exactly with SAT, benchmark solvers.",
-                      no_args_is_help=True, rich_markup_mode="markdown")
-app.add_typer(bnn_app, name="bnn")
-
-
-@bnn_app.command("train", epilog="Example: verifriend bnn train --arch conv-small --dataset mnist "
-                 "--epochs 5 --eps 0.1 --cbd 1e-4 --out runs/bnn/conv-small.pt")
-@user_errors
-def bnn_train(
-    out: Annotated[Path, typer.Option(help="Model file (.pt); a .json with the summary goes beside it.")],
-    arch: Annotated[str, typer.Option(help="mlp | conv-small | conv-large | digits, or hidden widths like 100,50.")] = "conv-small",
-    dataset: Annotated[str, typer.Option(help="digits (scikit-learn 8x8), mnist-embedded, mnist, fashion-mnist, cifar10.")] = "mnist",
-    data_dir: DataDir = None,
-    epochs: Annotated[int, typer.Option(min=1)] = 5,
-    eps: Annotated[float, typer.Option(min=0, help="PGD training radius, ramped over the first half.")] = 0.1,
-    cbd: Annotated[float, typer.Option(min=0, help="Cardinality-bound decay weight eta (0: off).")] = 1e-4,
-    mask_decay: Annotated[float, typer.Option(min=0, help="BinMask weight decay on positive masks.")] = 1e-5,
-    sparsity: Annotated[str, typer.Option(help="binmask | ternary | none.")] = "binmask",
-    step: Annotated[float | None, typer.Option(help="Input quantization step (default per data set).")] = None,
-    lr: float = 1e-3,
-    batch_size: int = 128,
-    limit: Annotated[int | None, typer.Option(help="Use only the first N training examples.")] = None,
-    test_limit: Annotated[int | None, typer.Option(help="Accuracy on the first N test images.")] = None,
-    adaptive_alpha: Annotated[bool, typer.Option(help="Adaptive gradient cancelling (alpha per epoch).")] = True,
-    seed: int = 0,
-    verifier_epochs: Annotated[int, typer.Option(min=0, help="In the last N epochs, also train on counterexamples of the exact verifier for images PGD does not break.")] = 0,
-    verifier_images: Annotated[int, typer.Option(min=0, help="Training images handed to the verifier each such epoch.")] = 500,
-    verifier_time: Annotated[float, typer.Option(min=0.001, help="Seconds per verifier query.")] = 0.05,
-    threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads (on a busy 2-core machine 1 trained conv-small ~5x faster than 2).")] = None,
-) -> None:
-    """Train a BNN (BinMask, cardinality-bound decay, adaptive gradient cancelling, PGD)."""
-    from verifriend.app.bnn_train import run_bnn_train
-    from verifriend.app.display import bnn_train_text
-    from verifriend.app.settings import BnnTrainSettings
-    from verifriend.bnn.train import BNNTrainConfig
-
-    cfg = BNNTrainConfig(epochs=epochs, eps=eps, cbd=cbd, mask_decay=mask_decay, lr=lr,
-                         batch_size=batch_size, limit=limit, adaptive_alpha=adaptive_alpha,
-                         seed=seed, verifier_epochs=verifier_epochs,
-                         verifier_images=verifier_images, verifier_time=verifier_time)
-    summary = run_bnn_train(BnnTrainSettings(out, arch, dataset, data_dir, cfg, step, sparsity,
-                                             test_limit, threads=threads))
-    console.print(bnn_train_text(out, summary), highlight=False, soft_wrap=True)
-
-
-@bnn_app.command("verify", epilog="Example: verifriend bnn verify runs/bnn/conv-small.pt --eps 0.1 --limit 1000")
-@user_errors
-def bnn_verify(
-    model: Annotated[Path, typer.Argument(help="A .pt written by `verifriend bnn train`.")],
-    eps: Annotated[float, typer.Option(help="Linf radius in [0, 1] pixel units.")] = 0.1,
-    solver: Annotated[str, typer.Option(help="native, pysat-gluecard4, pysat-totalizer-cadical153, cpsat, z3, ...")] = "native",
-    timeout: Annotated[float | None, typer.Option(help="Seconds per image (none: no limit).")] = None,
-    limit: Annotated[int | None, typer.Option(help="Verify the first N test images.")] = None,
-    dataset: Annotated[str | None, typer.Option(help="Data set (default: the one the model was trained on).")] = None,
-    data_dir: DataDir = None,
-    pgd_steps: Annotated[int, typer.Option(help="PGD steps of the attack accuracy.")] = 20,
-    log: Annotated[Path | None, typer.Option(help="Write one JSON line per image here.")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
-) -> None:
-    """Exact robustness verification of a BNN: one SAT encoding, one query per image."""
-    from verifriend.app.bnn_verify import run_bnn_verify
-    from verifriend.app.display import bnn_verify_text
-    from verifriend.app.settings import BnnVerifySettings
-
-    r = run_bnn_verify(BnnVerifySettings(model, eps, solver, timeout, limit, dataset, data_dir,
-                                         pgd_steps, log), progress=not json_out)
-    if json_out:
-        print(json.dumps(r, indent=2, default=float))
-        return
-    console.print(bnn_verify_text(r, eps), highlight=False, soft_wrap=True)
-
-
-@bnn_app.command("bench", epilog="Examples: verifriend bnn bench --quick | verifriend bnn bench "
-                 "--nets digits,conv-small --timeout 2 --json | verifriend bnn bench m.pt --eps 0.1")
-@user_errors
-def bnn_bench(
-    models: Annotated[list[Path] | None, typer.Argument(help="Saved BNNs (default: the benchmark's own networks, trained into --models-dir or loaded from it).")] = None,
-    quick: Annotated[bool, typer.Option(help="A few minutes: the digits net and a small MNIST net, fewer backends, 1 s a query.")] = False,
-    nets: Annotated[str | None, typer.Option(help="Comma-separated bench networks: digits, mnist-quick, mnist-mlp, conv-small, conv-small-0.3, conv-large, cifar-conv-small-2, cifar-conv-small-8.")] = None,
-    models_dir: Annotated[Path, typer.Option(help="Where the bench networks are trained once and then loaded from.")] = Path("runs/bnn-bench"),
-    backends: Annotated[str | None, typer.Option(help="Comma-separated backends (default: native, exact if installed, cpsat, PySAT Gluecard4/Minicard and CNF encodings, z3).")] = None,
-    eps: Annotated[list[float] | None, typer.Option(help="Radii (repeatable; default: each network's own).")] = None,
-    images: Annotated[int | None, typer.Option(min=1, help="Test images per suite (default 100; 50 for mnist-quick and with --quick).")] = None,
-    timeout: Annotated[float | None, typer.Option(help="Seconds per query (default 2; 1 with --quick).")] = None,
-    max_clauses: Annotated[int | None, typer.Option(help="Skip a CNF backend whose encoding passes this many clauses (default: none; 5M with --quick).")] = None,
-    dataset: Annotated[str | None, typer.Option(help="Data set of the given models (default: the one each was trained on).")] = None,
-    data_dir: DataDir = None,
-    workers: Annotated[int, typer.Option(min=1, help="Bench networks trained at once (separate processes, one thread each).")] = 2,
-    json_out: Annotated[bool, typer.Option("--json", help="Print agreement and per-backend figures as JSON.")] = False,
-    out: Annotated[Path | None, typer.Option(help="Also write everything, per-query verdicts and times included, as JSON here.")] = None,
-) -> None:
-    """The same BNN queries on every solver backend: solve times side by side, ratios to native.
-
-    One encoding per network, loaded once per backend, one query per correctly classified test
-    image (assumptions). native-fresh answers each query on a newly loaded solver: the gain of
-    reusing one encoding. Unknown queries count at the time limit (ratios are lower bounds).
-    """
-    from verifriend.app.bnn_bench import format_summary, run_bnn_bench, slim
-    from verifriend.app.settings import BnnBenchSettings
-
-    def split(text: str | None) -> tuple[str, ...] | None:
-        return tuple(t.strip() for t in text.split(",") if t.strip()) if text else None
-
-    def log(line: str) -> None:
-        err_console.print(line, highlight=False)
-
-    r = run_bnn_bench(BnnBenchSettings(tuple(models or ()), quick, split(nets), models_dir,
-                                       split(backends), tuple(eps) if eps else None, images,
-                                       timeout, max_clauses, dataset, data_dir, workers, out),
-                      log=log)
-    if json_out:
-        print(json.dumps(slim(r), indent=1, default=float))
-    else:
-        console.print(format_summary(r), highlight=False, soft_wrap=True)  # a fixed-width table
 
 config_app = typer.Typer(help="Print a job's options as YAML, to edit and pass back with --config.",
                          no_args_is_help=True, rich_markup_mode="markdown")

@@ -1,6 +1,7 @@
 """Robustness verification campaigns: many Linf properties of one model, resumable.
 
-A campaign takes ``per_class`` test images of each class of the model's data set and
+A campaign takes ``per_class`` test images of each class of the model's data set (or the test
+images of an explicit index range; the model a verifriend checkpoint or an ONNX network) and
 verifies, for each image the model classifies correctly, that every input of the
 eps-ball (clipped to [0, 1]) gets the same class. Misclassified images are recorded as
 "misclassified" and not verified (the NBC paper counts them among the properties).
@@ -25,9 +26,9 @@ from pathlib import Path
 import torch
 
 from verifriend.app.display import campaign_bar
+from verifriend.app.loaded import LoadedModel, load_model_file
 from verifriend.app.outputs import check_out_file, output_dir, write_text_atomic
 from verifriend.app.settings import CampaignSettings
-from verifriend.bounds.frontends.torch import from_module
 from verifriend.errors import UserError
 from verifriend.verify.verifier import verify_spec
 
@@ -35,7 +36,8 @@ FORMAT = "verifriend-campaign"
 VERSION = 1
 MISCLASSIFIED = "misclassified"
 # the settings a results file is bound to; a file written for other settings is refused
-SETTING_KEYS = ("model", "model_sha256", "eps", "timeout", "per_class", "seed")
+SETTING_KEYS = ("model", "model_sha256", "eps", "timeout", "per_class", "seed", "dataset",
+                "indices")
 
 
 @dataclass
@@ -240,11 +242,12 @@ def run_campaign(model_path: str | os.PathLike, *, eps: float, timeout: float,
     return campaign(settings, verify=verify, progress=progress)
 
 
-def _settings_key(s: CampaignSettings) -> dict:
-    """What a results file is bound to (:data:`SETTING_KEYS`)."""
+def _settings_key(s: CampaignSettings, dataset: str) -> dict:
+    """What a results file is bound to (:data:`SETTING_KEYS`); ``dataset`` the one used."""
     model = Path(s.model)
     return {"model": str(model.resolve()), "model_sha256": _sha256(model), "eps": float(s.eps),
-            "timeout": float(s.timeout), "per_class": int(s.per_class), "seed": int(s.seed)}
+            "timeout": float(s.timeout), "per_class": int(s.per_class), "seed": int(s.seed),
+            "dataset": dataset, "indices": None if s.indices is None else list(s.indices)}
 
 
 def _check_header(out: Path, header: dict | None, lines: list[dict], key: dict) -> None:
@@ -279,6 +282,22 @@ def _resume(out: Path, header: dict | None, lines: list[dict], truncated: bool,
     if header is None:
         _rewrite(out, new_header, [])
     return done
+
+
+def property_images(loaded: LoadedModel, data_dir, per_class: int, seed: int,
+                    indices: tuple[int, int] | None) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """The test images in the model's input shape, their labels, and the properties' indices:
+    test images ``indices`` = [start, stop) when given, else ``per_class`` of each class."""
+    from verifriend.data import load_dataset, select_per_class
+
+    data = load_dataset(loaded.dataset, data_dir)
+    x = loaded.inputs(data.x_test)
+    if indices is None:
+        return x, data.y_test, select_per_class(data.y_test, per_class, seed=seed).tolist()
+    if indices[1] > len(x):
+        raise UserError(f"--indices {indices[0]}:{indices[1]} runs past the {len(x)} test "
+                        f"images of {data.display_name}.")
+    return x, data.y_test, list(range(*indices))
 
 
 def _decide(model, graph, x: torch.Tensor, label: int, s: CampaignSettings, verify: Callable,
@@ -318,37 +337,30 @@ def campaign(settings: CampaignSettings, *, verify: Callable | None = None,
     appended to the file at once (flushed and fsynced). Raises UserError for a file written
     for other settings.
     """
-    from verifriend.data import load_dataset, select_per_class
-    from verifriend.models.io import load_model
-
     s = settings
     verify = verify or verify_spec
-    model, meta = load_model(s.model)
+    loaded = load_model_file(s.model, s.dataset)
     out = check_results_file(s.results_file)
     fresh = not os.path.lexists(out)
-    key = _settings_key(s)
+    key = _settings_key(s, loaded.dataset)
     header, lines, truncated = read_results(out)
     _check_header(out, header, lines, key)
     with _discard_if_unused(out, fresh):  # a failed new campaign leaves nothing behind
-        data = load_dataset(meta["dataset"], s.data_dir)
-        idx = select_per_class(data.y_test, s.per_class, seed=s.seed).tolist()
+        x, y, idx = property_images(loaded, s.data_dir, s.per_class, s.seed, s.indices)
         done = _resume(out, header, lines, truncated, idx, {
-            "format": FORMAT, "version": VERSION, **key, "dataset": meta["dataset"],
-            "total": len(idx)})
+            "format": FORMAT, "version": VERSION, **key, "total": len(idx)})
         todo = [i for i in idx if i not in done]
-        input_shape = tuple(meta["input_shape"])
-        graph = from_module(model, input_shape)
         with campaign_bar(progress and bool(todo), len(idx), len(done), s.eps) as tick, \
                 open(out, "a") as f:
             for i in todo:
-                row = {"index": i, **_decide(model, graph, data.x_test[i], int(data.y_test[i]),
-                                             s, verify, input_shape, int(meta["num_classes"]))}
+                row = {"index": i, **_decide(loaded.module, loaded.graph, x[i], int(y[i]), s,
+                                             verify, loaded.input_shape, loaded.num_classes)}
                 _append(f, row)
                 done[i] = row
                 tick(f"#{i}: {row['status']}")
         ordered = [done[i] for i in idx if i in done]
         return CampaignSummary(
-            model=str(s.model), dataset=meta["dataset"], eps=float(s.eps),
+            model=str(s.model), dataset=loaded.dataset, eps=float(s.eps),
             timeout=float(s.timeout), per_class=s.per_class, seed=s.seed, out_jsonl=str(out),
             total=len(idx), resumed=len(idx) - len(todo), new=len(todo), summary=summarize(ordered),
         )

@@ -5,24 +5,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from rich.console import Console
 
+from verifriend.app.campaign import property_images
+from verifriend.app.loaded import load_model_file
 from verifriend.app.outputs import check_out_dir, output_dir
-from verifriend.app.settings import CampaignSettings, EvaluateSettings
-from verifriend.data import load_dataset, select_per_class
+from verifriend.app.settings import CampaignSettings, CompareSettings, EvaluateSettings
 from verifriend.metrics import evaluate_friendliness
-from verifriend.models import load_model
 
 
 def complete_verification(ckpt: str | Path, eps: float, timeout: float, per_class: int,
                           jsonl: str | Path, *, data_dir: str | None = None, seed: int = 0,
-                          progress: bool = True) -> dict:
-    """The complete verifier on ``per_class`` test images per class (a resumable campaign
-    logged to ``jsonl``): UNSAT / SAT / timeout %, mean time, mean time over UNSAT+timeout."""
+                          progress: bool = True, dataset: str | None = None,
+                          indices: tuple[int, int] | None = None) -> dict:
+    """The complete verifier on ``per_class`` test images per class, or on the test images
+    ``indices`` (a resumable campaign logged to ``jsonl``): UNSAT / SAT / timeout %, mean time,
+    mean time over UNSAT+timeout."""
     from verifriend.app.campaign import campaign
 
     res = campaign(CampaignSettings(Path(ckpt), eps, timeout, per_class, data_dir, Path(jsonl),
-                                    seed), progress=progress)
+                                    seed, dataset=dataset, indices=indices), progress=progress)
     s = res.summary
     return {"unsat_pct": s["unsat_pct"], "sat_pct": s["sat_pct"],
             "timeout_pct": s["timeout_pct"], "misclassified_pct": s["misclassified_pct"],
@@ -43,8 +46,9 @@ def evaluate_checkpoint(path: str | Path, eps_list: list[float], *, per_class: i
 
 
 def evaluate(settings: EvaluateSettings, *, progress: bool = True) -> dict:
-    """The `evaluate` job: friendliness metrics of a saved model at each radius, on its own
-    data set's test split.
+    """The `evaluate` job: friendliness metrics of a saved model (a checkpoint, or an ONNX
+    network on ``dataset``) at each radius, on the data set's test split: the properties are
+    ``per_class`` test images per class, or the test images ``indices`` = [start, stop).
 
     With ``timeout`` > 0 every property also goes to the complete verifier (that many
     seconds each); its campaign log, ``<model>.eps<E>.t<T>.verify.jsonl`` in ``log_dir``
@@ -53,33 +57,74 @@ def evaluate(settings: EvaluateSettings, *, progress: bool = True) -> dict:
     test set dominates a reduced-scale evaluation); the properties are unaffected.
     """
     s, path = settings, Path(settings.model)
-    model, meta = load_model(path)
+    loaded = load_model_file(path, s.dataset)
+    logs = _check_logs(s)
+    x, y, idx = property_images(loaded, s.data_dir, s.per_class, 0, s.indices)
+    results = []
+    say = Console(stderr=True).print if progress else (lambda *a: None)
+    for e in s.eps:
+        n_acc = len(x) if s.test_limit is None else min(s.test_limit, len(x))
+        say(f"eps {e:g}: clean and PGD-{s.pgd_steps} accuracy on {n_acc} test images, bounds on "
+            f"{len(idx)} properties ...")
+        r = evaluate_friendliness(loaded.module, x, y, torch.tensor(idx), e,
+                                  pgd_steps=s.pgd_steps, accuracy_limit=s.test_limit,
+                                  graph=loaded.graph, alpha=s.alpha).to_dict()
+        if s.timeout > 0:
+            with output_dir(logs, check=False):
+                r.update(complete_verification(path, e, s.timeout, s.per_class,
+                                               _log_path(logs, path, e, s.timeout),
+                                               data_dir=s.data_dir, progress=progress,
+                                               dataset=s.dataset, indices=s.indices))
+        results.append(r)
+    return {"model": str(path), "arch": loaded.arch, "dataset": loaded.dataset,
+            "per_class": s.per_class, "timeout": s.timeout, "test_limit": s.test_limit,
+            "indices": None if s.indices is None else list(s.indices), "results": results}
+
+
+def _check_logs(s: EvaluateSettings) -> Path:
+    """The folder of the campaign logs, checked (with the logs) before any work."""
+    path = Path(s.model)
     logs = Path(s.log_dir) if s.log_dir is not None else path.parent
-    if s.timeout > 0:  # the campaign logs' places, before any work
+    if s.timeout > 0:
         from verifriend.app.campaign import check_results_file
 
         check_out_dir(logs, "the log folder")
         for e in s.eps:
             check_results_file(_log_path(logs, path, e, s.timeout), "the verifier log")
-    data = load_dataset(meta["dataset"], s.data_dir)
-    idx = select_per_class(data.y_test, s.per_class)
-    results = []
-    say = Console(stderr=True).print if progress else (lambda *a: None)
-    for e in s.eps:
-        n_acc = len(data.x_test) if s.test_limit is None else min(s.test_limit, len(data.x_test))
-        say(f"eps {e:g}: clean and PGD-{s.pgd_steps} accuracy on {n_acc} test images, bounds on "
-            f"{len(idx)} properties ...")
-        r = evaluate_friendliness(model, data.x_test, data.y_test, idx, e,
-                                  pgd_steps=s.pgd_steps, accuracy_limit=s.test_limit).to_dict()
-        if s.timeout > 0:
-            with output_dir(logs, check=False):
-                r.update(complete_verification(path, e, s.timeout, s.per_class,
-                                               _log_path(logs, path, e, s.timeout),
-                                               data_dir=s.data_dir, progress=progress))
-        results.append(r)
-    return {"model": str(path), "arch": meta["arch"], "dataset": data.display_name,
-            "per_class": s.per_class, "timeout": s.timeout, "test_limit": s.test_limit,
-            "results": results}
+    return logs
+
+
+def evaluate_models(settings: CompareSettings, *, progress: bool = True) -> dict:
+    """The `evaluate` job on one or more models: :func:`evaluate` for each, and the verified-%
+    table of :mod:`verifriend.metrics.verified_table` (markdown, CSV, plot), written with
+    ``results.json`` to ``settings.out`` when given. Everything is checked before any work."""
+    from verifriend.metrics.verified_table import verified_csv, verified_markdown, verified_plot
+
+    out = settings.out
+    files = ("results.json", "verified.md", "verified.csv", "verified.png")
+    if out is not None:
+        check_out_dir(out, files=files)
+    for run in settings.runs:
+        load_model_file(run.model, run.dataset)  # a bad model file fails before any work
+        _check_logs(run)
+    results = [evaluate(run, progress=progress) for run in settings.runs]
+    stems = [Path(r.model).stem for r in settings.runs]
+    names = stems if len(set(stems)) == len(stems) else [str(r.model) for r in settings.runs]
+    by_name = dict(zip(names, results))
+    result = {"models": results, "verified_md": verified_markdown(by_name),
+              "verified_csv": verified_csv(by_name), "files": []}
+    if out is not None:
+        from verifriend.app.artifacts import write_figure
+        from verifriend.app.outputs import write_json_atomic, write_text_atomic
+
+        with output_dir(out, check=False):
+            paths = [out / f for f in files]
+            write_json_atomic(paths[0], {k: v for k, v in result.items() if k != "files"})
+            write_text_atomic(paths[1], result["verified_md"])
+            write_text_atomic(paths[2], result["verified_csv"])
+            write_figure(paths[3], verified_plot(by_name, "verified % against radius"))
+        result["files"] = [str(p) for p in paths]
+    return result
 
 
 def _log_path(logs: Path, model: Path, eps: float, timeout: float) -> Path:

@@ -46,6 +46,25 @@ def check_seconds(value: Any, name: str, *, zero: bool = False, finite: bool = T
         raise UserError(f"{name} must be {text}, got {value}.")
 
 
+def parse_indices(text: str, name: str) -> tuple[int, int]:
+    """``"START:STOP"`` -> (start, stop); one sentence naming flag ``name`` when it is not two
+    integers."""
+    try:
+        start, stop = (int(p) for p in text.split(":"))
+    except ValueError:
+        raise UserError(f"{name} must be START:STOP (e.g. 201:401), got '{text}'.") from None
+    return start, stop
+
+
+def check_index_range(value: Any, name: str) -> None:
+    """None, or test images [start, stop) with 0 <= start < stop."""
+    if value is None:
+        return
+    start, stop = value
+    if not (isinstance(start, int) and isinstance(stop, int) and 0 <= start < stop):
+        raise UserError(f"{name} must be START:STOP with 0 <= START < STOP, got {start}:{stop}.")
+
+
 # --- the zoo models: train, evaluate, verify, export, bounds, vnncomp ---------------------------
 
 @dataclass(frozen=True)
@@ -82,6 +101,9 @@ class EvaluateSettings:
     test_limit: int | None = None
     data_dir: str | None = None
     log_dir: Path | None = None
+    dataset: str | None = None  # an ONNX model's data set (default MNIST); a checkpoint's own
+    indices: tuple[int, int] | None = None  # test images [start, stop) instead of per_class
+    alpha: bool = False  # also the share proved by alpha-CROWN
 
     def __post_init__(self) -> None:
         for e in self.eps:
@@ -90,6 +112,25 @@ class EvaluateSettings:
         check_seconds(self.timeout, "--timeout", zero=True)
         if self.test_limit is not None:
             check_at_least(self.test_limit, "--test-limit", 1)
+        check_index_range(self.indices, "--indices")
+
+
+@dataclass(frozen=True)
+class CompareSettings:
+    """`verifriend evaluate` on several models: one :class:`EvaluateSettings` each (the same
+    radii and properties), compared in a verified-% table written to ``out`` (also the
+    verifier logs' folder) when given."""
+
+    runs: tuple[EvaluateSettings, ...]
+    out: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not self.runs:
+            raise UserError("evaluate needs at least one model.")
+        if len({(r.eps, r.indices, r.per_class) for r in self.runs}) != 1:
+            raise UserError("the models of one evaluation share the radii and properties.")
+        if len({Path(r.model).resolve() for r in self.runs}) != len(self.runs):
+            raise UserError("a model is given twice; each model once.")
 
 
 @dataclass(frozen=True)
@@ -105,11 +146,14 @@ class CampaignSettings:
     out: Path | None = None
     seed: int = 0
     verifier: Any = None  # a VerifierConfig; None: the verifier's defaults
+    dataset: str | None = None  # an ONNX model's data set (default MNIST); a checkpoint's own
+    indices: tuple[int, int] | None = None  # test images [start, stop) instead of per_class
 
     def __post_init__(self) -> None:
         check_radius(self.eps, "--eps")
         check_seconds(self.timeout, "--timeout")
         check_at_least(self.per_class, "--per-class", 1)
+        check_index_range(self.indices, "--indices")
 
     @property
     def results_file(self) -> Path:
@@ -169,10 +213,7 @@ class SparsifySettings:
     def __post_init__(self) -> None:
         if not (_number(self.eps) and 0 <= self.eps < 1):
             raise UserError(f"--eps must be in [0, 1) (a relative tolerance), got {self.eps}.")
-        start, stop = self.val_indices
-        if not (isinstance(start, int) and isinstance(stop, int) and 0 <= start < stop):
-            raise UserError(f"--val-indices must be START:STOP with 0 <= START < STOP, got "
-                            f"{start}:{stop}.")
+        check_index_range(self.val_indices, "--val-indices")
         if self.baseline not in (None, "magnitude"):
             raise UserError(f"unknown --baseline '{self.baseline}'; the one baseline is "
                             "'magnitude'.")

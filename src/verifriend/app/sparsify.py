@@ -17,15 +17,6 @@ from verifriend.sparsify.network import layers_of, onnx_bytes
 from verifriend.sparsify.vnn_lp import LayerReport, forward, magnitude_prune, sparsify
 
 
-def parse_indices(text: str) -> tuple[int, int]:
-    """``"START:STOP"`` -> (start, stop); one sentence when it is not two integers."""
-    try:
-        start, stop = (int(p) for p in text.split(":"))
-    except ValueError:
-        raise UserError(f"--val-indices must be START:STOP (e.g. 1:201), got '{text}'.") from None
-    return start, stop
-
-
 def _accuracy(layers, x: np.ndarray, y: np.ndarray) -> float:
     return 100.0 * float((forward(layers, x)[-1].argmax(1) == y).mean())
 

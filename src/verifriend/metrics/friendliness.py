@@ -38,11 +38,16 @@ class Friendliness:
     proved_ibp_pct: float
     proved_crown_pct: float
     proved_pct: float
+    proved_alpha_pct: float | None = None
     stable_pct_per_layer: list[float] = field(default_factory=list)
     time_s: float = 0.0
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The metrics as a dict; ``proved_alpha_pct`` only when alpha-CROWN ran."""
+        d = asdict(self)
+        if d["proved_alpha_pct"] is None:
+            del d["proved_alpha_pct"]
+        return d
 
 
 def _batches(n: int, size: int):
@@ -59,14 +64,16 @@ def clean_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
     return correct / max(len(x), 1)
 
 
-def property_bounds(graph: Graph, x: torch.Tensor, y: torch.Tensor, eps: float, batch_size: int = 50):
-    """IBP and CROWN verdicts plus stable-neuron statistics for each property.
+def property_bounds(graph: Graph, x: torch.Tensor, y: torch.Tensor, eps: float, batch_size: int = 50,
+                    alpha: bool = False):
+    """IBP and CROWN (and with ``alpha`` alpha-CROWN) verdicts plus stable-neuron statistics
+    for each property.
 
     Returns a dict of per-property tensors: ``proved_ibp``, ``proved_crown`` (bool),
     ``stable`` (fraction of stable hidden ReLUs under CROWN bounds) and
-    ``stable_per_layer`` (properties x ReLU layers).
+    ``stable_per_layer`` (properties x ReLU layers); with ``alpha`` also ``proved_alpha``.
     """
-    proved_ibp, proved_crown, stable, per_layer = [], [], [], []
+    proved_ibp, proved_crown, stable, per_layer, proved_alpha = [], [], [], [], []
     for s in _batches(len(x), batch_size):
         lo, hi = linf_box(x[s], eps)
         spec = robustness_spec(y[s], graph.num_outputs)
@@ -77,11 +84,15 @@ def property_bounds(graph: Graph, x: torch.Tensor, y: torch.Tensor, eps: float, 
         sizes = torch.tensor([pl[0].numel() for pl, _ in crown_b.pre_relu], dtype=torch.float64)
         stable.append(stable_ratio(crown_b).double())
         per_layer.append(1.0 - unstable_counts(crown_b).double() / sizes)
+        if alpha:
+            alpha_b = compute_bounds(graph, lo, hi, spec, method="alpha")
+            proved_alpha.append((alpha_b.lower > 0).all(1) | proved_crown[-1])
     return {
         "proved_ibp": torch.cat(proved_ibp),
         "proved_crown": torch.cat(proved_crown),
         "stable": torch.cat(stable),
         "stable_per_layer": torch.cat(per_layer),
+        **({"proved_alpha": torch.cat(proved_alpha)} if alpha else {}),
     }
 
 
@@ -96,9 +107,12 @@ def evaluate_friendliness(
     pgd_restarts: int = 1,
     batch_size: int = 50,
     accuracy_limit: int | None = None,
+    graph: Graph | None = None,
+    alpha: bool = False,
 ) -> Friendliness:
     """Clean and PGD accuracy on the whole test set (or its first ``accuracy_limit``
-    images); bounds on the properties ``prop_idx``.
+    images); bounds on the properties ``prop_idx`` (of ``graph``, default: ``model``'s), and
+    with ``alpha`` the share alpha-CROWN proves too.
 
     A property is proved when every margin ``f_y - f_j`` has a positive lower bound; a
     property proved by IBP is also proved by CROWN, which reports the intersection of both.
@@ -108,9 +122,9 @@ def evaluate_friendliness(
     xa, ya = x_test[:accuracy_limit], y_test[:accuracy_limit]
     clean = clean_accuracy(model, xa, ya)
     pgd = pgd_accuracy(model, xa, ya, eps, steps=pgd_steps, restarts=pgd_restarts)
-    graph = from_module(model, tuple(x_test.shape[1:]))
+    graph = graph or from_module(model, tuple(x_test.shape[1:]))
     xs, ys = x_test[prop_idx], y_test[prop_idx]
-    r = property_bounds(graph, xs, ys, eps, batch_size=batch_size)
+    r = property_bounds(graph, xs, ys, eps, batch_size=batch_size, alpha=alpha)
     proved = r["proved_ibp"] | r["proved_crown"]
     n = len(prop_idx)
     return Friendliness(
@@ -122,6 +136,7 @@ def evaluate_friendliness(
         proved_ibp_pct=100.0 * r["proved_ibp"].float().mean().item(),
         proved_crown_pct=100.0 * r["proved_crown"].float().mean().item(),
         proved_pct=100.0 * proved.float().mean().item(),
+        proved_alpha_pct=(100.0 * r["proved_alpha"].float().mean().item() if alpha else None),
         stable_pct_per_layer=(100.0 * r["stable_per_layer"].mean(0)).tolist(),
         time_s=time.perf_counter() - start,
     )

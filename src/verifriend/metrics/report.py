@@ -15,6 +15,7 @@ DEMO_METRICS: list[tuple[str, str]] = [
     ("proved_ibp_pct", "Proved IBP %"),
     ("proved_crown_pct", "Proved CROWN %"),
     ("proved_pct", "Proved %"),
+    ("proved_alpha_pct", "Proved alpha-CROWN %"),
     ("unsat_pct", "UNSAT %"),
     ("sat_pct", "SAT %"),
     ("timeout_pct", "Timeout %"),
