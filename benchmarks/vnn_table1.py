@@ -19,7 +19,7 @@ import torch
 from verifriend.bounds import compute_bounds
 from verifriend.bounds.frontends.onnx import load_onnx
 from verifriend.data.datasets import load_dataset
-from verifriend.sparsify.network import layers_of
+from verifriend.sparsify.network import network_of
 from verifriend.sparsify.vnn_lp import forward, magnitude_prune, sparsify
 
 VNNLP = Path(__file__).resolve().parents[2] / "shared" / "vnnlp"
@@ -73,7 +73,7 @@ def main() -> None:
     x = ds.x_test.reshape(len(ds.x_test), -1).double()
     y = ds.y_test
     for net in args.models or args.nets:
-        layers = layers_of(_graph(net), net)
+        _, layers = network_of(_graph(net), net)
         start = time.perf_counter()
         new, reps = sparsify(layers, x[1:201].numpy(), eps=args.eps, workers=args.workers)
         total = time.perf_counter() - start

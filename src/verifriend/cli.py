@@ -188,6 +188,7 @@ def sparsify(
                                                       "+ .magnitude + its suffix, at equal "
                                                       "sparsity.")] = None,
     workers: Annotated[int, typer.Option(help="Processes solving the per-neuron LPs.")] = 2,
+    max_rows: Annotated[int, typer.Option(help="Most rows of a convolution channel's LP: its distinct (sample, position) fields, drawn at random beyond this.")] = 4000,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Rewrite the hidden layers to the sparsest weights (L1 LP per neuron, HiGHS) that keep
@@ -197,7 +198,8 @@ def sparsify(
     from verifriend.app.sparsify import run_sparsify
 
     settings = SparsifySettings(model, out, eps, dataset, data_dir,
-                                parse_indices(val_indices, "--val-indices"), baseline, workers)
+                                parse_indices(val_indices, "--val-indices"), baseline, workers,
+                                max_rows)
     show = None if json_out else (lambda r: err_console.print(sparsify_layer_line(r),
                                                               highlight=False))
     result = run_sparsify(settings, show)

@@ -150,10 +150,15 @@ def bnn_train_text(out: Any, s: dict) -> str:
 
 def sparsify_layer_line(r: Any) -> str:
     """One hidden layer of `sparsify`, as it finishes."""
-    line = (f"layer {r.index}: non-zeros {r.nonzeros_before} -> {r.nonzeros_after}, {r.lps} LPs "
-            f"in {r.seconds:.1f} s, largest relative change {r.max_rel_change:.2g}")
+    unit = "channel" if r.kind == "conv" else "neuron"
+    line = (f"layer {r.index} ({r.kind}): non-zeros {r.nonzeros_before} -> {r.nonzeros_after}, "
+            f"{r.lps} LPs (one per {unit}) in {r.seconds:.1f} s, largest relative change "
+            f"{r.max_rel_change:.2g}")
+    if r.kind == "conv":
+        line += (f", rows {r.rows['rows']} of {r.rows['distinct']} distinct (sample, position) "
+                 f"of {r.rows['positions']}")
     if r.kept_original:
-        line += f", {len(r.kept_original)} neurons kept as they were"
+        line += f", {len(r.kept_original)} {unit}s kept as they were"
     if r.retries:
         line += f", eps lowered to {r.eps:g} ({'; '.join(t.split(':')[0] for t in r.retries)} " \
                 "changed later patterns or labels)"
@@ -167,10 +172,11 @@ def sparsify_summary(result: dict) -> Table:
     title = (f"{result['out']}: validation labels kept {val['labels_kept']}/{val['of']}; test "
              "accuracy " + ", ".join(f"{k} {v:.2f} %" for k, v in acc.items()))
     t = Table(title=title, title_justify="left")
-    for col in ("layer", "non-zeros before", "after", "LPs", "seconds", "max rel. change", "eps"):
+    for col in ("layer", "kind", "non-zeros before", "after", "LPs", "LP rows", "seconds",
+                "max rel. change", "eps"):
         t.add_column(col, justify="right")
     for r in result["layers"]:
-        t.add_row(str(r["index"]), str(r["nonzeros_before"]), str(r["nonzeros_after"]),
-                  str(r["lps"]), f"{r['seconds']:.1f}", f"{r['max_rel_change']:.2g}",
-                  f"{r['eps']:g}")
+        t.add_row(str(r["index"]), r["kind"], str(r["nonzeros_before"]),
+                  str(r["nonzeros_after"]), str(r["lps"]), str(r["rows"]["rows"]),
+                  f"{r['seconds']:.1f}", f"{r['max_rel_change']:.2g}", f"{r['eps']:g}")
     return t

@@ -209,6 +209,7 @@ class SparsifySettings:
     val_indices: tuple[int, int] = (1, 201)  # test images [start, stop), the paper's 1..200
     baseline: str | None = None  # "magnitude": also write the magnitude-pruned network
     workers: int = 2
+    max_rows: int = 4000  # most LP rows per convolution channel (distinct fields, at random)
 
     def __post_init__(self) -> None:
         if not (_number(self.eps) and 0 <= self.eps < 1):
@@ -218,6 +219,7 @@ class SparsifySettings:
             raise UserError(f"unknown --baseline '{self.baseline}'; the one baseline is "
                             "'magnitude'.")
         check_at_least(self.workers, "--workers", 1)
+        check_at_least(self.max_rows, "--max-rows", 1)
         kinds = {Path(self.model).suffix.lower(), Path(self.out).suffix.lower()}
         if len(kinds) != 1 or not kinds <= {".onnx", ".pt"}:
             raise UserError("sparsify writes the format it reads: MODEL and --out both end in "

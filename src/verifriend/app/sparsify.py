@@ -13,7 +13,7 @@ import torch
 from verifriend.app.outputs import check_out_file, write_bytes_atomic
 from verifriend.app.settings import SparsifySettings
 from verifriend.errors import UserError
-from verifriend.sparsify.network import layers_of, onnx_bytes
+from verifriend.sparsify.network import network_of, onnx_bytes
 from verifriend.sparsify.vnn_lp import LayerReport, forward, magnitude_prune, sparsify
 
 
@@ -43,15 +43,16 @@ class _Onnx:
 
         self.graph = load_onnx(path, dtype=torch.float64)
 
-    def write(self, path, layers) -> None:
+    def write(self, path, layers, pre) -> None:
         g = self.graph
         write_bytes_atomic(path, onnx_bytes(layers, g.input_name, g.onnx_input_shape,
-                                            g.output_name))
+                                            g.output_name, pre))
 
 
 class _Checkpoint:
-    """A verifriend fully connected checkpoint, written back as the same architecture with
-    the input normalization folded into the first layer (mean 0, std 1)."""
+    """A verifriend checkpoint of Conv/Linear + ReLU layers, written back as the same
+    architecture: a fully connected one with the input normalization folded into the first
+    layer (mean 0, std 1), a convolutional one with its own normalization (``pre``)."""
 
     def __init__(self, path):
         from verifriend.bounds.frontends.torch import from_module
@@ -60,7 +61,7 @@ class _Checkpoint:
         self.model, self.meta = load_model(path)
         self.graph = from_module(self.model.double(), self.meta["input_shape"])
 
-    def write(self, path, layers) -> None:
+    def write(self, path, layers, pre) -> None:
         from torch import nn
 
         from verifriend.app.artifacts import save_model
@@ -68,19 +69,20 @@ class _Checkpoint:
 
         m = self.meta
         c = m["input_shape"][0]
-        new = build_model(m["arch"], m["input_shape"], m["num_classes"], [0.0] * c, [1.0] * c)
-        linears = [mod for mod in new.modules() if isinstance(mod, nn.Linear)]
-        if len(linears) != len(layers) or any(
-                lin.weight.shape != W.shape for lin, (W, _) in zip(linears, layers)):
-            raise UserError(f"architecture {m['arch']!r} is not a plain stack of linear layers "
-                            "and ReLUs; sparsify it as ONNX (`verifriend export`).")
+        mean, std = (m["mean"], m["std"]) if pre is not None else ([0.0] * c, [1.0] * c)
+        new = build_model(m["arch"], m["input_shape"], m["num_classes"], mean, std)
+        mods = [mod for mod in new.modules() if isinstance(mod, (nn.Linear, nn.Conv2d))]
+        if len(mods) != len(layers) or any(
+                mod.weight.shape != layer.weights.shape for mod, layer in zip(mods, layers)):
+            raise UserError(f"architecture {m['arch']!r} is not a plain stack of Conv/Linear "
+                            "layers and ReLUs; sparsify it as ONNX (`verifriend export`).")
         with torch.no_grad():
-            for lin, (W, b) in zip(linears, layers):
-                lin.weight.copy_(torch.from_numpy(W))
-                lin.bias.copy_(torch.from_numpy(b))
+            for mod, layer in zip(mods, layers):
+                mod.weight.copy_(torch.from_numpy(layer.weights))
+                mod.bias.copy_(torch.from_numpy(layer.b))
         save_model(new, path, arch=m["arch"], input_shape=m["input_shape"],
-                   num_classes=m["num_classes"], dataset=m["dataset"], mean=[0.0] * c,
-                   std=[1.0] * c, config={**m.get("config", {}), "sparsified": True})
+                   num_classes=m["num_classes"], dataset=m["dataset"], mean=mean, std=std,
+                   config={**m.get("config", {}), "sparsified": True})
 
 
 def run_sparsify(s: SparsifySettings, on_layer: Callable[[LayerReport], None] | None = None
@@ -93,16 +95,19 @@ def run_sparsify(s: SparsifySettings, on_layer: Callable[[LayerReport], None] | 
     if s.baseline:
         check_out_file(base_out, "the baseline's file")
     net = _Checkpoint(s.model) if out.suffix.lower() == ".pt" else _Onnx(s.model)
-    layers = layers_of(net.graph, f"{s.model}")
-    x, y = _images(s, layers[0][0].shape[1])
+    pre, layers = network_of(net.graph, f"{s.model}")
+    x, y = _images(s, int(np.prod(net.graph.input_shape)))
+    if pre is not None:  # the layers read the normalized pixels
+        x = x * pre[0] + pre[1]
     a, b = s.val_indices
     start = time.perf_counter()
-    new, reports = sparsify(layers, x[a:b], eps=s.eps, workers=s.workers, on_layer=on_layer)
+    new, reports = sparsify(layers, x[a:b], eps=s.eps, workers=s.workers,
+                            max_rows=s.max_rows, on_layer=on_layer)
     seconds = time.perf_counter() - start
     kept = forward(new, x[a:b])[-1].argmax(1) == forward(layers, x[a:b])[-1].argmax(1)
     if not kept.all():  # sparsify restores layers until labels hold: this is a bug guard
         raise RuntimeError(f"validation labels changed on samples {np.nonzero(~kept)[0]}")
-    net.write(s.out, new)
+    net.write(s.out, new, pre)
     result = {
         "model": str(s.model), "out": str(s.out), "eps": s.eps, "seconds": seconds,
         "validation": {"indices": [a, b], "labels_kept": int(kept.sum()), "of": int(kept.size)},
@@ -111,7 +116,7 @@ def run_sparsify(s: SparsifySettings, on_layer: Callable[[LayerReport], None] | 
     }
     if s.baseline:
         mag = magnitude_prune(layers, [r.nonzeros_after for r in reports])
-        net.write(base_out, mag)
+        net.write(base_out, mag, pre)
         result["test_accuracy"]["magnitude"] = _accuracy(mag, x, y)
         result["baseline_out"] = str(base_out)
     return result

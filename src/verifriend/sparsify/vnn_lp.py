@@ -17,8 +17,18 @@ away from zero so that solver tolerances cannot flip a pattern; every layer is c
 its rewrite and a neuron whose LP fails or whose pattern breaks keeps its original weights,
 which the result reports.
 
-This module works on plain float64 arrays: ``layers`` is a list of ``(W, b)`` with ReLU
-between consecutive layers and none after the last (the output layer, left as it is).
+Convolutions keep their weight sharing: one LP per output channel, whose variables are the
+channel's kernel entries and bias and whose rows are every (sample, position) of the channel
+(:class:`~verifriend.sparsify.layers.Conv`; equal rows once, at most ``max_rows`` drawn at
+random, what was used reported). With ``eps = 0`` and more distinct rows than variables such
+an equality system usually has one solution, the original kernel: when the rows have full
+column rank no LP is run and the layer is kept (reported as ``determined``); convolutions get
+sparser only with ``eps > 0``.
+
+This module works on plain float64 arrays: ``layers`` is a list of
+:class:`~verifriend.sparsify.layers.Dense` (or ``(W, b)`` pairs) and
+:class:`~verifriend.sparsify.layers.Conv`, with ReLU between consecutive layers and none after
+the last (the output layer, left as it is).
 """
 
 from __future__ import annotations
@@ -30,7 +40,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-Layer = tuple[np.ndarray, np.ndarray]  # (W (out, in), b (out,))
+from verifriend.sparsify.layers import Dense, Layer, as_layer
 
 _TOL = 1e-9  # HiGHS's primal feasibility tolerance is set to this
 
@@ -48,6 +58,8 @@ class LayerReport:
     max_rel_change: float = 0.0  # largest |z' - z| / |z| over samples (|z| > 1e-12)
     eps: float = 0.0  # the tolerance used (smaller than asked when a larger one broke)
     retries: list[str] = field(default_factory=list)  # why a larger eps was given up
+    kind: str = "dense"  # "dense": one LP per neuron; "conv": one per output channel
+    rows: dict = field(default_factory=dict)  # LP rows used (conv: positions, distinct, rows)
 
 
 def row_bounds(z: np.ndarray, eps: float, margin: float) -> tuple[np.ndarray, np.ndarray]:
@@ -96,40 +108,52 @@ def _solve_one(args) -> tuple[np.ndarray, float] | None:
     return neuron_lp(*args)
 
 
-def forward(layers: list[Layer], x: np.ndarray) -> list[np.ndarray]:
-    """Pre-activations of every layer for inputs ``x`` (samples, inputs), float64."""
+def forward(layers: list, x: np.ndarray) -> list[np.ndarray]:
+    """Pre-activations of every layer for flat inputs ``x`` (samples, inputs), float64."""
     out, a = [], x
-    for k, (W, b) in enumerate(layers):
-        z = a @ W.T + b
+    for k, layer in enumerate(layers):
+        z = as_layer(layer).apply(a)
         out.append(z)
         a = np.maximum(z, 0) if k < len(layers) - 1 else z
     return out
 
 
-def _layer(a, z, W, b, eps, margin, pool) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """New ``(W, b)`` of one layer; neurons whose LP has no optimum keep theirs."""
-    jobs = [(a, *row_bounds(z[:, j], eps, margin)) for j in range(W.shape[0])]
+def _layer(a, z, layer: Layer, eps, margin, pool, max_rows) -> tuple[Layer, list[int], dict]:
+    """The layer with every unit's LP solution; units whose LP has no optimum keep theirs."""
+    rows, targets, info = layer.prepare(a, z, max_rows)
+    if eps == 0 and _determined(rows):  # one solution: the original weights, no LP to run
+        return layer, list(range(layer.units)), {**info, "determined": True}
+    jobs = [(rows, *row_bounds(targets[:, j], eps, margin)) for j in range(layer.units)]
     results = list(pool.map(_solve_one, jobs)) if pool else [_solve_one(j) for j in jobs]
-    W2, b2, kept = W.copy(), b.copy(), []
+    new, kept = layer, []
     for j, r in enumerate(results):
         if r is None:
             kept.append(j)
         else:
-            W2[j], b2[j] = r
-    return W2, b2, kept
+            new = new.with_unit(j, *r)
+    return new, kept, info
 
 
-def _pattern_breaks(z_new: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """Per neuron: some sample's activation (``z > 0``) differs."""
-    return ((z_new > 0) != (z > 0)).any(0)
+def _determined(rows: np.ndarray) -> bool:
+    """Whether equality rows ``rows w + b = z`` have at most one solution (full column rank):
+    what a convolution's LP at ``eps = 0`` usually is, with more distinct fields than weights."""
+    if rows.shape[0] <= rows.shape[1]:
+        return False
+    return bool(np.linalg.matrix_rank(np.hstack([rows, np.ones((len(rows), 1))])) ==
+                rows.shape[1] + 1)
+
+
+def _pattern_breaks(layer: Layer, z_new: np.ndarray, z: np.ndarray) -> list[int]:
+    """The units with an output whose activation (``z > 0``) differs on some sample."""
+    broken = ((z_new > 0) != (z > 0)).any(0)
+    return sorted(int(u) for u in np.unique(layer.unit_index[broken]))
 
 
 def _later_breaks(layers: list[Layer], k: int, a: np.ndarray, z_orig: list[np.ndarray]):
     """Samples whose later patterns or label change when layer ``k``'s output is ``a``."""
     bad = np.zeros(a.shape[0], bool)
     for j in range(k + 1, len(layers)):
-        W, b = layers[j]
-        z = a @ W.T + b
+        z = layers[j].apply(a)
         if j < len(layers) - 1:
             bad |= ((z > 0) != (z_orig[j] > 0)).any(1)
             a = np.maximum(z, 0)
@@ -138,45 +162,48 @@ def _later_breaks(layers: list[Layer], k: int, a: np.ndarray, z_orig: list[np.nd
     return np.nonzero(bad)[0]
 
 
-def _rewrite(k, a, layers, z_orig, eps, margin, pool) -> tuple[Layer, LayerReport]:
+def _rewrite(k, a, layers, z_orig, eps, margin, pool, max_rows) -> tuple[Layer, LayerReport]:
     """Layer ``k`` rewritten with ``eps``, halved (then 0) while later patterns or labels of
-    some validation sample change; neurons that cannot be kept get their original weights."""
-    W, b = layers[k]
+    some validation sample change; units that cannot be kept get their original weights."""
+    layer = layers[k]
     start, tried = time.perf_counter(), []
     for e in (eps, eps / 2, eps / 4, 0.0) if eps > 0 else (0.0,):
-        W2, b2, kept = _layer(a, z_orig[k], W, b, e, margin, pool)
-        z_new = a @ W2.T + b2
-        broken = np.nonzero(_pattern_breaks(z_new, z_orig[k]))[0]
-        W2[broken], b2[broken] = W[broken], b[broken]  # back to the original, never silently
-        kept = sorted(set(kept) | {int(j) for j in broken})
-        z_new = a @ W2.T + b2
+        new, kept, info = _layer(a, z_orig[k], layer, e, margin, pool, max_rows)
+        broken = _pattern_breaks(layer, new.apply(a), z_orig[k])
+        new = new.restore(layer, broken)  # back to the original, never silently
+        kept = sorted(set(kept) | set(broken))
+        z_new = new.apply(a)
         samples = _later_breaks(layers, k, np.maximum(z_new, 0), z_orig)
         if samples.size == 0:
             break
         tried.append(f"eps {e:g}: samples {samples.tolist()} changed a later pattern or label")
     else:  # even the exact rows broke something: keep the layer as it was
-        W2, b2, kept = W.copy(), b.copy(), list(range(W.shape[0]))
-        z_new, e = a @ W.T + b, 0.0
+        new, kept = layer, list(range(layer.units))
+        z_new, e = layer.apply(a), 0.0
     big = np.abs(z_orig[k]) > 1e-12
     rel = np.abs(z_new - z_orig[k])[big] / np.abs(z_orig[k])[big]
-    rep = LayerReport(k, int(np.count_nonzero(W)), int(np.count_nonzero(W2)), W.shape[0],
-                      time.perf_counter() - start, kept, float(rel.max()) if rel.size else 0.0,
-                      e, tried)
-    return (W2, b2), rep
+    rep = LayerReport(k, int(np.count_nonzero(layer.weights)), int(np.count_nonzero(new.weights)),
+                      0 if info.get("determined") else layer.units, time.perf_counter() - start,
+                      kept,
+                      float(rel.max()) if rel.size else 0.0, e, tried,
+                      "dense" if isinstance(layer, Dense) else "conv", info)
+    return new, rep
 
 
 def sparsify(
-    layers: list[Layer],
+    layers: list,
     x_val: np.ndarray,
     *,
     eps: float = 0.0,
     margin: float = 1e-6,
     workers: int = 1,
+    max_rows: int = 4000,
     on_layer: Callable[[LayerReport], None] | None = None,
 ) -> tuple[list[Layer], list[LayerReport]]:
     """The VNN rewrite of every hidden layer (the output layer is left as it is).
 
-    ``x_val`` (samples, inputs) are the validation inputs in the network's input space.
+    ``x_val`` (samples, inputs) are the validation inputs in the network's input space,
+    flattened; a convolution's LP keeps at most ``max_rows`` distinct rows.
     Returns the new layers and one :class:`LayerReport` per hidden layer. A neuron whose
     validation pattern changes (a solver tolerance) gets its original weights back and is
     listed in ``kept_original``; a layer whose rewrite changes a later pattern or a label
@@ -184,33 +211,34 @@ def sparsify(
     """
     if not 0.0 <= eps < 1.0:
         raise ValueError(f"eps must be in [0, 1), got {eps}")
-    layers = [(np.asarray(W, np.float64), np.asarray(b, np.float64)) for W, b in layers]
-    a = np.asarray(x_val, np.float64)
+    layers = [as_layer(layer) for layer in layers]
+    a = np.asarray(x_val, np.float64).reshape(len(x_val), -1)
     z_orig = forward(layers, a)
     new, reports = list(layers), []
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
     try:
         for k in range(len(layers) - 1):
-            new[k], rep = _rewrite(k, a, layers, z_orig, eps, margin, pool)
+            new[k], rep = _rewrite(k, a, layers, z_orig, eps, margin, pool, max_rows)
             reports.append(rep)
             if on_layer:
                 on_layer(rep)
-            a = np.maximum(a @ new[k][0].T + new[k][1], 0)
+            a = np.maximum(new[k].apply(a), 0)
     finally:
         if pool:
             pool.shutdown()
     return new, reports
 
 
-def magnitude_prune(layers: list[Layer], nonzeros: list[int]) -> list[Layer]:
+def magnitude_prune(layers: list, nonzeros: list[int]) -> list[Layer]:
     """Baseline: keep the ``nonzeros[k]`` largest-magnitude weights of hidden layer ``k``
     (biases kept), the output layer as it is."""
     out = []
-    for k, (W, b) in enumerate(layers):
+    for k, layer in enumerate(as_layer(layer) for layer in layers):
         if k < len(nonzeros):
+            W = layer.weights
             flat = np.abs(W).ravel()
             keep = np.zeros(flat.size, bool)
             keep[np.argsort(-flat, kind="stable")[: nonzeros[k]]] = True
-            W = np.where(keep.reshape(W.shape), W, 0.0)
-        out.append((W, b))
+            layer = layer.with_weights(np.where(keep.reshape(W.shape), W, 0.0))
+        out.append(layer)
     return out

@@ -128,6 +128,11 @@ class Node:
         """The window on this node's input that a window on its output reads."""
         return win
 
+    def conv_kernel(self) -> tuple[Tensor, Tensor, Pair, Pair] | None:
+        """``(weight, bias, stride, padding)`` of a plain 2-d convolution (groups and dilation
+        1), else None: what rewrites a convolution's kernel (the VNN sparsifier) reads."""
+        return None
+
     def backward_patches(self, P: Tensor, step: PatchStep) -> tuple[Tensor, Tensor | None]:
         """Patch coefficients ``P`` (..., C, Kh, Kw) on the output -> on the input, and the
         bias they collect (like :meth:`backward`, for ``patchable`` kinds)."""

@@ -74,6 +74,10 @@ class Conv2dNode(Node):
         M, b = dense_map(self, self.in_shape)
         affine_rows(step.rows, step.out, step.src[0], M, b)
 
+    def conv_kernel(self) -> tuple[Tensor, Tensor, Pair, Pair] | None:
+        return (self.weight, self.bias, self.stride, self.padding) \
+            if tuple(self.dilation) == (1, 1) else None
+
 
 def conv_adjoint_fold(A: Tensor, weight: Tensor, out_hw, stride, padding, dilation) -> Tensor:
     """Adjoint of a conv as a GEMM with the kernel then col2im: ``A`` (N, C_out, h, w)
