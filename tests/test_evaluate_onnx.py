@@ -89,6 +89,7 @@ def test_verify_an_onnx_model_on_an_index_range(setup):
     lines = [json.loads(s) for s in log.read_text().splitlines()]
     assert lines[0]["indices"] == [0, 8] and lines[0]["dataset"] == "tiny"
     assert [ln["index"] for ln in lines[1:]] == list(range(8))
+    assert [ln["label"] for ln in lines[1:]] == y[:8].tolist()
     assert [ln["status"] == "misclassified" for ln in lines[1:]] == [i % 7 == 0 for i in range(8)]
     # the same log with another range is refused, not mixed
     r = runner.invoke(app, ["verify", "--model", str(tmp / "a.onnx"), "--dataset", "tiny",

@@ -12,6 +12,7 @@ from verifriend.sparsify.vnn_lp import (
     forward,
     magnitude_prune,
     neuron_lp,
+    neuron_lps,
     row_bounds,
     sparsify,
 )
@@ -48,6 +49,34 @@ def test_one_neuron_lp_is_feasible_sparser_and_no_more_nonzeros_than_rows():
 def test_an_infeasible_neuron_lp_returns_none():
     a = np.array([[1.0], [1.0]])
     assert neuron_lp(a, np.array([1.0, 2.0]), np.array([1.0, 2.0])) is None
+
+
+def test_warm_started_lps_reach_the_same_optima_as_fresh_ones():
+    """One model, bounds changed between LPs (infeasible ones among them): every optimum
+    equals the one a fresh model finds, and an infeasible LP is reported as None."""
+    rng = np.random.default_rng(2)
+    a = np.maximum(rng.standard_normal((12, 25)), 0)
+    bounds = []
+    for j in range(5):
+        z = a @ rng.standard_normal(25) + 0.1 * j
+        bounds.append(row_bounds(z, 0.1 * (j % 2), 1e-6))
+    a2 = np.vstack([a, a[:1]])  # a repeated row with other bounds: infeasible
+    bounds2 = [(np.append(lo, lo[0] + 1), np.append(hi, hi[0] + 1)) for lo, hi in bounds]
+    bounds2[2] = (np.append(bounds[2][0], bounds[2][0][0]), np.append(bounds[2][1], bounds[2][1][0]))
+    warm = neuron_lps(a2, bounds2)
+    for j, (lo, hi) in enumerate(bounds2):
+        fresh = neuron_lp(a2, lo, hi)
+        if j != 2:
+            assert warm[j] is None and fresh is None
+            continue
+        assert warm[j] is not None and fresh is not None
+        l1 = [np.abs(s[0]).sum() + abs(s[1]) for s in (warm[j], fresh)]
+        assert l1[0] == pytest.approx(l1[1], rel=1e-7)
+    ok = neuron_lps(a, bounds)  # all feasible: each optimum as a fresh model's
+    for (lo, hi), sol in zip(bounds, ok):
+        fresh = neuron_lp(a, lo, hi)
+        assert np.abs(sol[0]).sum() + abs(sol[1]) == pytest.approx(
+            np.abs(fresh[0]).sum() + abs(fresh[1]), rel=1e-7)
 
 
 def _tiny(seed: int, widths=(20, 12, 9, 3)):

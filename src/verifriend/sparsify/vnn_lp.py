@@ -43,6 +43,7 @@ import numpy as np
 from verifriend.sparsify.layers import Dense, Layer, as_layer
 
 _TOL = 1e-9  # HiGHS's primal feasibility tolerance is set to this
+_CHUNK = 10  # units solved one after another on one warm-started HiGHS model
 
 
 @dataclass
@@ -77,9 +78,15 @@ def row_bounds(z: np.ndarray, eps: float, margin: float) -> tuple[np.ndarray, np
     return lo, hi
 
 
-def neuron_lp(a: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, float] | None:
-    """``min |w|_1 + |b|`` subject to ``lo <= a w + b <= hi``; ``(w, b)`` or None if HiGHS
-    finds no optimum. ``a`` is (samples, inputs)."""
+def neuron_lps(a: np.ndarray, bounds: list[tuple[np.ndarray, np.ndarray]]
+               ) -> list[tuple[np.ndarray, float] | None]:
+    """``min |w|_1 + |b|`` subject to ``lo <= a w + b <= hi`` for each ``(lo, hi)`` of
+    ``bounds``: ``(w, b)``, or None where HiGHS finds no optimum. ``a`` is (samples, inputs).
+
+    The units of one layer share ``a`` and the objective and differ only in the row bounds,
+    so one HiGHS model is built and each next LP only changes the bounds: the last optimal
+    basis stays dual feasible and the dual simplex starts from it (a warm start).
+    """
     import highspy
 
     from verifriend.bounds.ops.milp_rows import quiet_highs
@@ -95,17 +102,30 @@ def neuron_lp(a: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray
     nz = rows != 0
     starts = np.concatenate([[0], np.cumsum(nz.sum(1))[:-1]]).astype(np.int32)
     index = np.nonzero(nz)[1].astype(np.int32)
-    h.addRows(m, lo, hi, int(nz.sum()), starts, index, rows[nz])
-    h.run()
-    if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
-        return None
-    x = np.asarray(h.getSolution().col_value)
-    wb = x[: n + 1] - x[n + 1:]
-    return wb[:n], float(wb[n])
+    lo0, hi0 = bounds[0] if bounds else (np.zeros(m), np.zeros(m))
+    h.addRows(m, lo0, hi0, int(nz.sum()), starts, index, rows[nz])
+    every, out = np.arange(m, dtype=np.int32), []
+    for k, (lo, hi) in enumerate(bounds):
+        if k:
+            h.changeRowsBounds(m, every, lo, hi)
+        h.run()
+        if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+            out.append(None)
+            h.clearSolver()  # no basis from a failed solve for the next LP
+            continue
+        x = np.asarray(h.getSolution().col_value)
+        wb = x[: n + 1] - x[n + 1:]
+        out.append((wb[:n], float(wb[n])))
+    return out
 
 
-def _solve_one(args) -> tuple[np.ndarray, float] | None:
-    return neuron_lp(*args)
+def neuron_lp(a: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """One unit's LP of :func:`neuron_lps`."""
+    return neuron_lps(a, [(lo, hi)])[0]
+
+
+def _solve_chunk(args) -> list[tuple[np.ndarray, float] | None]:
+    return neuron_lps(*args)
 
 
 def forward(layers: list, x: np.ndarray) -> list[np.ndarray]:
@@ -123,8 +143,11 @@ def _layer(a, z, layer: Layer, eps, margin, pool, max_rows) -> tuple[Layer, list
     rows, targets, info = layer.prepare(a, z, max_rows)
     if eps == 0 and _determined(rows):  # one solution: the original weights, no LP to run
         return layer, list(range(layer.units)), {**info, "determined": True}
-    jobs = [(rows, *row_bounds(targets[:, j], eps, margin)) for j in range(layer.units)]
-    results = list(pool.map(_solve_one, jobs)) if pool else [_solve_one(j) for j in jobs]
+    bounds = [row_bounds(targets[:, j], eps, margin) for j in range(layer.units)]
+    # fixed chunks, one warm-started model each: the same result for any number of workers
+    jobs = [(rows, bounds[i:i + _CHUNK]) for i in range(0, len(bounds), _CHUNK)]
+    solved = pool.map(_solve_chunk, jobs) if pool else map(_solve_chunk, jobs)
+    results = [r for part in solved for r in part]
     new, kept = layer, []
     for j, r in enumerate(results):
         if r is None:
