@@ -17,7 +17,14 @@ from typer.testing import CliRunner
 from verifriend.cli import app
 from verifriend.sparsify.layers import Conv, Dense
 from verifriend.sparsify.network import onnx_bytes
-from verifriend.sparsify.vnn_lp import forward, magnitude_prune, neuron_lp, row_bounds, sparsify
+from verifriend.sparsify.vnn_lp import (
+    forward,
+    magnitude_prune,
+    neuron_lp,
+    neuron_lps,
+    row_bounds,
+    sparsify,
+)
 
 runner = CliRunner()
 
@@ -42,15 +49,14 @@ def test_conv_rows_reproduce_torch_and_every_position():
     ref = F.conv2d(torch.from_numpy(a).reshape(5, 3, 6, 6), torch.from_numpy(conv.K),
                    torch.from_numpy(conv.b), 2, 0).reshape(5, -1).numpy()
     np.testing.assert_allclose(z, ref, rtol=1e-12)
-    rows, targets, info = conv.prepare(a, z, max_rows=10_000)
-    assert info["positions"] == 5 * 4 and info["rows"] == info["distinct"] <= 20
+    rows, targets, start, info = conv.prepare(a, z, max_rows=10_000)
+    assert start is None and info["positions"] == 5 * 4 and info["rows"] == info["distinct"] <= 20
     for c in range(conv.units):  # each row with its channel's target is a real (field, z)
         np.testing.assert_allclose(rows @ conv.K[c].reshape(-1) + conv.b[c], targets[:, c],
                                    atol=1e-12)
-    few, _, info = conv.prepare(a, z, max_rows=7)
-    assert few.shape[0] == info["rows"] == 7
-    assert np.all(np.isin(few.view([("", few.dtype)] * few.shape[1]),
-                          rows.view([("", rows.dtype)] * rows.shape[1])))
+    same, _, start, info = conv.prepare(a, z, max_rows=7)
+    np.testing.assert_array_equal(same, rows)  # every row stays; the LP starts from 7
+    assert info["rows"] == len(start) == len(set(start.tolist())) == 7 and start.max() < len(rows)
     assert list(conv.unit_index) == [c for c in range(4) for _ in range(4)]
 
 
@@ -71,12 +77,28 @@ def test_tiny_cnns_keep_every_validation_pattern(seed, eps):
     # each channel's LP optimum is no larger in L1 than the original kernel (the first layer
     # sees the same inputs before and after, so its LP is the one solved here)
     conv = layers[0]
-    rows, targets, _ = conv.prepare(x, conv.apply(x), 4000)
+    rows, targets, _, _ = conv.prepare(x, conv.apply(x), 4000)
     for c in range(conv.units):
         sol = neuron_lp(rows, *row_bounds(targets[:, c], eps, 1e-6))
         if sol is not None:
             assert np.abs(sol[0]).sum() + abs(sol[1]) <= \
                 np.abs(conv.K[c]).sum() + abs(conv.b[c]) + 1e-7
+
+
+@pytest.mark.parametrize("eps", [0.05, 0.3])
+def test_lps_started_from_some_rows_end_at_an_optimum_of_all(eps):
+    """Constraint generation: started from 15 of the rows, the optimum holds on every row and
+    has the L1 norm of the LP over all rows."""
+    rng = np.random.default_rng(7)
+    a = np.maximum(rng.standard_normal((300, 12)), 0)
+    bounds = [row_bounds(a @ rng.standard_normal(12) + 0.2, eps, 1e-6) for _ in range(4)]
+    full = neuron_lps(a, bounds)
+    part = neuron_lps(a, bounds, start=np.arange(0, 300, 20))
+    for (lo, hi), f, p in zip(bounds, full, part):
+        z = a @ p[0] + p[1]
+        assert (z >= lo - 1e-7).all() and (z <= hi + 1e-7).all()
+        assert np.abs(p[0]).sum() + abs(p[1]) == pytest.approx(np.abs(f[0]).sum() + abs(f[1]),
+                                                             rel=1e-7)
 
 
 def test_equality_rows_that_determine_the_kernel_run_no_lp():

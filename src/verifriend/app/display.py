@@ -155,8 +155,10 @@ def sparsify_layer_line(r: Any) -> str:
             f"{r.lps} LPs (one per {unit}) in {r.seconds:.1f} s, largest relative change "
             f"{r.max_rel_change:.2g}")
     if r.kind == "conv":
-        line += (f", rows {r.rows['rows']} of {r.rows['distinct']} distinct (sample, position) "
-                 f"of {r.rows['positions']}")
+        line += (f", LPs from {r.rows['rows']} of {r.rows['distinct']} distinct (sample, "
+                 f"position) fields of {r.rows['positions']}")
+        if r.rows["rows"] < r.rows["distinct"]:
+            line += " (violated ones added)"
     if r.kept_original:
         line += f", {len(r.kept_original)} {unit}s kept as they were"
     if r.retries:
@@ -172,7 +174,7 @@ def sparsify_summary(result: dict) -> Table:
     title = (f"{result['out']}: validation labels kept {val['labels_kept']}/{val['of']}; test "
              "accuracy " + ", ".join(f"{k} {v:.2f} %" for k, v in acc.items()))
     t = Table(title=title, title_justify="left")
-    for col in ("layer", "kind", "non-zeros before", "after", "LPs", "LP rows", "seconds",
+    for col in ("layer", "kind", "non-zeros before", "after", "LPs", "first LP rows", "seconds",
                 "max rel. change", "eps"):
         t.add_column(col, justify="right")
     for r in result["layers"]:

@@ -37,10 +37,11 @@ class Dense(NamedTuple):
         return a @ self.W.T + self.b
 
     def prepare(self, a: np.ndarray, z: np.ndarray, max_rows: int, seed: int = 0
-                ) -> tuple[np.ndarray, np.ndarray, dict]:
-        """``(rows, targets, info)``: the LP rows (here the samples themselves), the
-        pre-activations ``z`` to reproduce (rows x units), and what was used."""
-        return a, z, {"rows": int(a.shape[0])}
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict]:
+        """``(rows, targets, start, info)``: the LP rows (here the samples themselves), the
+        pre-activations ``z`` to reproduce (rows x units), the rows an LP starts from (None:
+        all) and what was used."""
+        return a, z, None, {"rows": int(a.shape[0])}
 
     def with_unit(self, j: int, w: np.ndarray, b: float) -> Dense:
         W, bias = self.W.copy(), self.b.copy()
@@ -100,22 +101,25 @@ class Conv:
         return cols.transpose(1, 2).reshape(-1, cols.shape[1]).numpy()
 
     def prepare(self, a: np.ndarray, z: np.ndarray, max_rows: int, seed: int = 0
-                ) -> tuple[np.ndarray, np.ndarray, dict]:
-        """``(rows, targets, info)``: every (sample, position)'s receptive field in ``a`` with
-        its pre-activations ``z`` (flat, as :meth:`apply` gives them) per channel, duplicates
-        (same field, same targets) once, and at most ``max_rows`` drawn at random (``seed``)
-        when there are more; ``info`` says how many of each."""
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict]:
+        """``(rows, targets, start, info)``: every (sample, position)'s receptive field in
+        ``a`` with its pre-activations ``z`` (flat, as :meth:`apply` gives them) per channel,
+        duplicates (same field, same targets) once; with more than ``max_rows`` of them,
+        ``start`` is ``max_rows`` drawn at random (``seed``), the rows an LP begins with
+        (:func:`~verifriend.sparsify.vnn_lp.neuron_lps` adds the violated ones); ``info``
+        says how many of each."""
         patches = self._patches(a)
         n, co = len(a), self.K.shape[0]
         targets = z.reshape(n, co, -1).transpose(0, 2, 1).reshape(-1, co)
         both = np.unique(np.hstack([patches, targets]), axis=0)
-        info = {"positions": int(patches.shape[0]), "distinct": int(both.shape[0])}
-        if both.shape[0] > max_rows:
-            pick = np.random.default_rng(seed).choice(both.shape[0], max_rows, replace=False)
-            both = both[np.sort(pick)]
-        info["rows"] = int(both.shape[0])
+        m = both.shape[0]
+        start = None
+        if m > max_rows:
+            start = np.sort(np.random.default_rng(seed).choice(m, max_rows, replace=False))
+        info = {"positions": int(patches.shape[0]), "distinct": int(m),
+                "rows": int(m if start is None else max_rows)}
         d = patches.shape[1]
-        return np.ascontiguousarray(both[:, :d]), np.ascontiguousarray(both[:, d:]), info
+        return np.ascontiguousarray(both[:, :d]), np.ascontiguousarray(both[:, d:]), start, info
 
     def with_unit(self, c: int, w: np.ndarray, b: float) -> Conv:
         K, bias = self.K.copy(), self.b.copy()

@@ -19,8 +19,9 @@ which the result reports.
 
 Convolutions keep their weight sharing: one LP per output channel, whose variables are the
 channel's kernel entries and bias and whose rows are every (sample, position) of the channel
-(:class:`~verifriend.sparsify.layers.Conv`; equal rows once, at most ``max_rows`` drawn at
-random, what was used reported). With ``eps = 0`` and more distinct rows than variables such
+(:class:`~verifriend.sparsify.layers.Conv`; equal rows once; beyond ``max_rows`` the LP
+starts from that many drawn at random and adds the rows its optimum violates until none is,
+so the result holds on every row). With ``eps = 0`` and more distinct rows than variables such
 an equality system usually has one solution, the original kernel: when the rows have full
 column rank no LP is run and the layer is kept (reported as ``determined``); convolutions get
 sparser only with ``eps > 0``.
@@ -78,44 +79,62 @@ def row_bounds(z: np.ndarray, eps: float, margin: float) -> tuple[np.ndarray, np
     return lo, hi
 
 
-def neuron_lps(a: np.ndarray, bounds: list[tuple[np.ndarray, np.ndarray]]
-               ) -> list[tuple[np.ndarray, float] | None]:
+def _row_data(a: np.ndarray) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """Rows ``[a, 1, -a, -1]`` (over ``[w+, b+, w-, b-]``) in HiGHS's row-wise sparse form."""
+    ab = np.hstack([a, np.ones((len(a), 1))])
+    rows = np.hstack([ab, -ab])
+    nz = rows != 0
+    starts = np.concatenate([[0], np.cumsum(nz.sum(1))[:-1]]).astype(np.int32)
+    return int(nz.sum()), starts, np.nonzero(nz)[1].astype(np.int32), rows[nz]
+
+
+def neuron_lps(a: np.ndarray, bounds: list[tuple[np.ndarray, np.ndarray]],
+               start: np.ndarray | None = None) -> list[tuple[np.ndarray, float] | None]:
     """``min |w|_1 + |b|`` subject to ``lo <= a w + b <= hi`` for each ``(lo, hi)`` of
     ``bounds``: ``(w, b)``, or None where HiGHS finds no optimum. ``a`` is (samples, inputs).
 
     The units of one layer share ``a`` and the objective and differ only in the row bounds,
     so one HiGHS model is built and each next LP only changes the bounds: the last optimal
     basis stays dual feasible and the dual simplex starts from it (a warm start).
+
+    ``start`` (row indices) begins with those rows only and adds the rows an optimum violates
+    until it violates none (constraint generation): the result is an optimum of all the rows,
+    while the LP holds the rows that matter (a convolution's many fields).
     """
     import highspy
 
     from verifriend.bounds.ops.milp_rows import quiet_highs
 
-    m, n = a.shape
+    n = a.shape[1]
     h = quiet_highs()
     h.setOptionValue("primal_feasibility_tolerance", _TOL)
     nv = 2 * (n + 1)  # [w+, b+, w-, b-]
     h.addVars(nv, np.zeros(nv), np.full(nv, highspy.kHighsInf))
     h.changeColsCost(nv, np.arange(nv, dtype=np.int32), np.ones(nv))
-    ab = np.hstack([a, np.ones((m, 1))])
-    rows = np.hstack([ab, -ab])
-    nz = rows != 0
-    starts = np.concatenate([[0], np.cumsum(nz.sum(1))[:-1]]).astype(np.int32)
-    index = np.nonzero(nz)[1].astype(np.int32)
-    lo0, hi0 = bounds[0] if bounds else (np.zeros(m), np.zeros(m))
-    h.addRows(m, lo0, hi0, int(nz.sum()), starts, index, rows[nz])
-    every, out = np.arange(m, dtype=np.int32), []
+    active = np.arange(len(a)) if start is None else np.asarray(start)
+    lo0, hi0 = bounds[0] if bounds else (np.zeros(len(a)), np.zeros(len(a)))
+    h.addRows(len(active), lo0[active], hi0[active], *_row_data(a[active]))
+    out = []
     for k, (lo, hi) in enumerate(bounds):
         if k:
-            h.changeRowsBounds(m, every, lo, hi)
-        h.run()
-        if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
-            out.append(None)
-            h.clearSolver()  # no basis from a failed solve for the next LP
-            continue
-        x = np.asarray(h.getSolution().col_value)
-        wb = x[: n + 1] - x[n + 1:]
-        out.append((wb[:n], float(wb[n])))
+            h.changeRowsBounds(len(active), np.arange(len(active), dtype=np.int32),
+                               lo[active], hi[active])
+        while True:
+            h.run()
+            if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+                out.append(None)
+                h.clearSolver()  # no basis from a failed solve for the next LP
+                break
+            x = np.asarray(h.getSolution().col_value)
+            wb = x[: n + 1] - x[n + 1:]
+            z = a @ wb[:n] + wb[n]
+            bad = np.nonzero((z < lo - 10 * _TOL) | (z > hi + 10 * _TOL))[0]
+            bad = np.setdiff1d(bad, active)
+            if start is None or bad.size == 0:
+                out.append((wb[:n], float(wb[n])))
+                break
+            h.addRows(len(bad), lo[bad], hi[bad], *_row_data(a[bad]))
+            active = np.concatenate([active, bad])
     return out
 
 
@@ -140,12 +159,13 @@ def forward(layers: list, x: np.ndarray) -> list[np.ndarray]:
 
 def _layer(a, z, layer: Layer, eps, margin, pool, max_rows) -> tuple[Layer, list[int], dict]:
     """The layer with every unit's LP solution; units whose LP has no optimum keep theirs."""
-    rows, targets, info = layer.prepare(a, z, max_rows)
-    if eps == 0 and _determined(rows):  # one solution: the original weights, no LP to run
+    rows, targets, start, info = layer.prepare(a, z, max_rows)
+    first = rows if start is None else rows[start]
+    if eps == 0 and _determined(first):  # one solution: the original weights, no LP to run
         return layer, list(range(layer.units)), {**info, "determined": True}
     bounds = [row_bounds(targets[:, j], eps, margin) for j in range(layer.units)]
     # fixed chunks, one warm-started model each: the same result for any number of workers
-    jobs = [(rows, bounds[i:i + _CHUNK]) for i in range(0, len(bounds), _CHUNK)]
+    jobs = [(rows, bounds[i:i + _CHUNK], start) for i in range(0, len(bounds), _CHUNK)]
     solved = pool.map(_solve_chunk, jobs) if pool else map(_solve_chunk, jobs)
     results = [r for part in solved for r in part]
     new, kept = layer, []
@@ -226,7 +246,8 @@ def sparsify(
     """The VNN rewrite of every hidden layer (the output layer is left as it is).
 
     ``x_val`` (samples, inputs) are the validation inputs in the network's input space,
-    flattened; a convolution's LP keeps at most ``max_rows`` distinct rows.
+    flattened; a convolution's LP starts from at most ``max_rows`` of its distinct rows and
+    adds violated ones until none is.
     Returns the new layers and one :class:`LayerReport` per hidden layer. A neuron whose
     validation pattern changes (a solver tolerance) gets its original weights back and is
     listed in ``kept_original``; a layer whose rewrite changes a later pattern or a label
