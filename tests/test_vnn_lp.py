@@ -51,7 +51,7 @@ def test_an_infeasible_neuron_lp_returns_none():
     assert neuron_lp(a, np.array([1.0, 2.0]), np.array([1.0, 2.0])) is None
 
 
-def test_warm_started_lps_reach_the_same_optima_as_fresh_ones():
+def test_lps_on_one_model_reach_the_same_optima_as_fresh_ones():
     """One model, bounds changed between LPs (infeasible ones among them): every optimum
     equals the one a fresh model finds, and an infeasible LP is reported as None."""
     rng = np.random.default_rng(2)
