@@ -72,11 +72,11 @@ def _trio(model: str, out: Path, eps: float, workers: int) -> list[Path]:
     return [src, new, mag]
 
 
-def _crown(models: list[Path], folder: Path, compute: bool) -> dict | None:
+def _crown(models: list[Path], folder: Path, compute: bool, pgd_steps: int) -> dict | None:
     """CROWN and alpha-CROWN figures of the three models (the evaluate job's results.json)."""
     if compute and not (folder / "results.json").exists():
-        runs = tuple(EvaluateSettings(m, DELTAS, indices=INDICES, alpha=True, log_dir=folder)
-                     for m in models)
+        runs = tuple(EvaluateSettings(m, DELTAS, pgd_steps=pgd_steps, indices=INDICES,
+                                      alpha=True, log_dir=folder) for m in models)
         evaluate_models(CompareSettings(runs, folder), progress=True)
     if not (folder / "results.json").exists():
         return None
@@ -121,17 +121,18 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=0.0,
                     help="seconds per property for the complete verifier (0: CROWN only)")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--pgd-steps", type=int, default=100, help="of evaluate's PGD accuracy")
     ap.add_argument("--report", action="store_true", help="print what --out holds; no work")
     args = ap.parse_args()
     (args.out / "nets").mkdir(parents=True, exist_ok=True)
     for model in args.models or args.nets:
         short = _short(model) + ("" if args.eps == 0 else f"_eps{args.eps:g}")
         trio = _trio(model, args.out, args.eps, args.workers)
-        crown = _crown(trio, args.out / f"t0_{short}", not args.report)
+        crown = _crown(trio, args.out / f"t0_{short}", not args.report, args.pgd_steps)
         folder = args.out / f"t{args.timeout:g}_{short}"
         if args.timeout and not args.report:
-            runs = tuple(EvaluateSettings(m, DELTAS, indices=INDICES, timeout=args.timeout,
-                                          log_dir=folder) for m in trio)
+            runs = tuple(EvaluateSettings(m, DELTAS, pgd_steps=args.pgd_steps, indices=INDICES,
+                                          timeout=args.timeout, log_dir=folder) for m in trio)
             evaluate_models(CompareSettings(runs, folder), progress=True)
         _table(_short(model), trio, crown, folder, args.timeout)
 
