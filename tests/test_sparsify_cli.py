@@ -79,6 +79,21 @@ def test_sparsify_keeps_validation_labels_under_onnxruntime(setup):
     assert set(res["test_accuracy"]) == {"original", "sparsified", "magnitude"}
 
 
+def test_output_layer_option_keeps_labels_under_onnxruntime(setup):
+    tmp, layers, x = setup
+    out = tmp / "net.out.onnx"
+    r = runner.invoke(app, ["sparsify", str(tmp / "net.onnx"), "--out", str(out), "--dataset",
+                            "tiny", "--data-dir", str(tmp), "--val-indices", "0:10",
+                            "--output-layer", "--workers", "1", "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.output)
+    assert [lay["kind"] for lay in res["layers"]] == ["dense", "dense", "output"]
+    last = res["layers"][-1]
+    assert last["nonzeros_before"] == layers[-1][0].size
+    np.testing.assert_array_equal(_labels_and_patterns(out, x[:10]),
+                                  _labels_and_patterns(tmp / "net.onnx", x[:10]))
+
+
 @pytest.mark.parametrize(("args", "words"), [
     (["--eps", "1.5"], "--eps"),
     (["--val-indices", "5"], "--val-indices"),

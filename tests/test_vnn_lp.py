@@ -107,6 +107,27 @@ def test_tiny_networks_keep_every_validation_pattern(seed, eps):
         assert first.max_rel_change <= eps + 1e-6
 
 
+@pytest.mark.parametrize("eps", [0.0, 0.2])
+def test_the_output_layer_option_keeps_labels_and_margins(eps):
+    """--output-layer: the label-margin LP keeps every validation label with margins at least
+    (1 - eps) of the original ones, and is no larger in L1 than the original layer."""
+    layers, x = _tiny(3, widths=(20, 12, 6, 4))
+    new, reports = sparsify(layers, x, eps=eps, output=True)
+    assert [r.kind for r in reports] == ["dense", "dense", "output"]
+    z0, z1 = forward(layers, x)[-1], forward(new, x)[-1]
+    label = z0.argmax(1)
+    np.testing.assert_array_equal(z1.argmax(1), label)
+    rows = np.arange(len(x))
+    for j in range(4):
+        other = label != j
+        m0 = z0[rows, label] - z0[:, j]
+        m1 = z1[rows, label] - z1[:, j]
+        assert (m1[other] >= (1 - eps) * m0[other] - 1e-6).all()
+    (W, b), (W0, b0) = new[-1], layers[-1]
+    assert np.abs(W).sum() + np.abs(b).sum() <= np.abs(W0).sum() + np.abs(b0).sum() + 1e-7
+    assert reports[-1].nonzeros_after < reports[-1].nonzeros_before  # 10 samples x 3 rows
+
+
 def test_workers_give_the_same_rewrite():
     layers, x = _tiny(7)
     a, _ = sparsify(layers, x)

@@ -188,7 +188,8 @@ def sparsify(
                                                       "+ .magnitude + its suffix, at equal "
                                                       "sparsity.")] = None,
     workers: Annotated[int, typer.Option(help="Processes solving the per-neuron LPs.")] = 2,
-    max_rows: Annotated[int, typer.Option(help="Most rows of a convolution channel's LP: its distinct (sample, position) fields, drawn at random beyond this.")] = 4000,
+    max_rows: Annotated[int, typer.Option(help="Rows a convolution channel's LP starts from (its distinct (sample, position) fields, drawn at random); violated ones are added.")] = 4000,
+    output_layer: Annotated[bool, typer.Option("--output-layer", help="Also rewrite the output layer: least L1 weights keeping every validation label's margins within eps.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Rewrite the hidden layers to the sparsest weights (L1 LP per neuron, HiGHS) that keep
@@ -199,7 +200,7 @@ def sparsify(
 
     settings = SparsifySettings(model, out, eps, dataset, data_dir,
                                 parse_indices(val_indices, "--val-indices"), baseline, workers,
-                                max_rows)
+                                max_rows, output_layer)
     show = None if json_out else (lambda r: err_console.print(sparsify_layer_line(r),
                                                               highlight=False))
     result = run_sparsify(settings, show)

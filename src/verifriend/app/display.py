@@ -151,8 +151,9 @@ def bnn_train_text(out: Any, s: dict) -> str:
 def sparsify_layer_line(r: Any) -> str:
     """One hidden layer of `sparsify`, as it finishes."""
     unit = "channel" if r.kind == "conv" else "neuron"
+    per = "label-margin rows" if r.kind == "output" else f"one per {unit}"
     line = (f"layer {r.index} ({r.kind}): non-zeros {r.nonzeros_before} -> {r.nonzeros_after}, "
-            f"{r.lps} LPs (one per {unit}) in {r.seconds:.1f} s, largest relative change "
+            f"{r.lps} LPs ({per}) in {r.seconds:.1f} s, largest relative change "
             f"{r.max_rel_change:.2g}")
     if r.kind == "conv":
         line += (f", LPs from {r.rows['rows']} of {r.rows['distinct']} distinct (sample, "

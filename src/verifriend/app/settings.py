@@ -210,6 +210,7 @@ class SparsifySettings:
     baseline: str | None = None  # "magnitude": also write the magnitude-pruned network
     workers: int = 2
     max_rows: int = 4000  # most LP rows per convolution channel (distinct fields, at random)
+    output_layer: bool = False  # also rewrite the output layer (label-margin rows)
 
     def __post_init__(self) -> None:
         if not (_number(self.eps) and 0 <= self.eps < 1):

@@ -102,7 +102,7 @@ def run_sparsify(s: SparsifySettings, on_layer: Callable[[LayerReport], None] | 
     a, b = s.val_indices
     start = time.perf_counter()
     new, reports = sparsify(layers, x[a:b], eps=s.eps, workers=s.workers,
-                            max_rows=s.max_rows, on_layer=on_layer)
+                            max_rows=s.max_rows, output=s.output_layer, on_layer=on_layer)
     seconds = time.perf_counter() - start
     kept = forward(new, x[a:b])[-1].argmax(1) == forward(layers, x[a:b])[-1].argmax(1)
     if not kept.all():  # sparsify restores layers until labels hold: this is a bug guard

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from verifriend.sparsify.layers import Dense, Layer, as_layer
+from verifriend.sparsify.output_lp import output_lp
 
 _TOL = 1e-9  # HiGHS's primal feasibility tolerance is set to this
 _CHUNK = 10  # units solved one after another on one HiGHS model (the rows sent once)
@@ -60,7 +61,7 @@ class LayerReport:
     max_rel_change: float = 0.0  # largest |z' - z| / |z| over samples (|z| > 1e-12)
     eps: float = 0.0  # the tolerance used (smaller than asked when a larger one broke)
     retries: list[str] = field(default_factory=list)  # why a larger eps was given up
-    kind: str = "dense"  # "dense": one LP per neuron; "conv": one per output channel
+    kind: str = "dense"  # "dense": an LP per neuron; "conv": per channel; "output": one LP
     rows: dict = field(default_factory=dict)  # LP rows used (conv: positions, distinct, rows)
 
 
@@ -243,9 +244,11 @@ def sparsify(
     margin: float = 1e-6,
     workers: int = 1,
     max_rows: int = 4000,
+    output: bool = False,
     on_layer: Callable[[LayerReport], None] | None = None,
 ) -> tuple[list[Layer], list[LayerReport]]:
-    """The VNN rewrite of every hidden layer (the output layer is left as it is).
+    """The VNN rewrite of every hidden layer (the output layer is left as it is, or with
+    ``output`` rewritten by :func:`~verifriend.sparsify.output_lp.output_lp`).
 
     ``x_val`` (samples, inputs) are the validation inputs in the network's input space,
     flattened; a convolution's LP starts from at most ``max_rows`` of its distinct rows and
@@ -272,7 +275,29 @@ def sparsify(
     finally:
         if pool:
             pool.shutdown()
+    if output and isinstance(layers[-1], Dense):
+        new[-1], rep = _rewrite_output(a, layers[-1], z_orig[-1], eps, len(layers) - 1)
+        reports.append(rep)
+        if on_layer:
+            on_layer(rep)
     return new, reports
+
+
+def _rewrite_output(a, layer: Dense, z, eps, index) -> tuple[Dense, LayerReport]:
+    """The output layer by label-margin LP, kept as it was unless every validation label
+    holds (reported)."""
+    start = time.perf_counter()
+    new = output_lp(a, layer, z, eps)
+    kept: list[int] = []
+    if new is None or not np.array_equal(new.apply(a).argmax(1), z.argmax(1)):
+        new, kept = layer, list(range(layer.units))
+    z_new = new.apply(a)
+    big = np.abs(z) > 1e-12
+    rel = np.abs(z_new - z)[big] / np.abs(z)[big]
+    return new, LayerReport(index, int(np.count_nonzero(layer.W)), int(np.count_nonzero(new.W)),
+                            1, time.perf_counter() - start, kept,
+                            float(rel.max()) if rel.size else 0.0, eps, [], "output",
+                            {"rows": int(len(a) * (layer.units - 1))})
 
 
 def magnitude_prune(layers: list, nonzeros: list[int]) -> list[Layer]:
