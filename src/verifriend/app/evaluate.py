@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from verifriend.app.campaign import property_images
-from verifriend.app.loaded import load_model_file
+from verifriend.app.campaign import campaign, property_images
+from verifriend.app.loaded import LoadedModel, load_model_file
 from verifriend.app.outputs import check_out_dir, output_dir
 from verifriend.app.settings import CampaignSettings, CompareSettings, EvaluateSettings
 from verifriend.metrics import evaluate_friendliness
@@ -22,8 +22,6 @@ def complete_verification(ckpt: str | Path, eps: float, timeout: float, per_clas
     """The complete verifier on ``per_class`` test images per class, or on the test images
     ``indices`` (a resumable campaign logged to ``jsonl``): UNSAT / SAT / timeout %, mean time,
     mean time over UNSAT+timeout."""
-    from verifriend.app.campaign import campaign
-
     res = campaign(CampaignSettings(Path(ckpt), eps, timeout, per_class, data_dir, Path(jsonl),
                                     seed, dataset=dataset, indices=indices), progress=progress)
     s = res.summary
@@ -45,7 +43,8 @@ def evaluate_checkpoint(path: str | Path, eps_list: list[float], *, per_class: i
                     progress=progress)
 
 
-def evaluate(settings: EvaluateSettings, *, progress: bool = True) -> dict:
+def evaluate(settings: EvaluateSettings, *, progress: bool = True,
+             loaded: LoadedModel | None = None) -> dict:
     """The `evaluate` job: friendliness metrics of a saved model (a checkpoint, or an ONNX
     network on ``dataset``) at each radius, on the data set's test split: the properties are
     ``per_class`` test images per class, or the test images ``indices`` = [start, stop).
@@ -55,9 +54,10 @@ def evaluate(settings: EvaluateSettings, *, progress: bool = True) -> dict:
     (default: the model's folder), lets an interrupted evaluation resume. ``test_limit``
     measures clean and PGD accuracy on the first N test images only (PGD-100 over a whole
     test set dominates a reduced-scale evaluation); the properties are unaffected.
+    ``loaded`` is the model file already read, if the caller has it.
     """
     s, path = settings, Path(settings.model)
-    loaded = load_model_file(path, s.dataset)
+    loaded = loaded or load_model_file(path, s.dataset)
     logs = _check_logs(s)
     x, y, idx = property_images(loaded, s.data_dir, s.per_class, 0, s.indices)
     results = []
@@ -104,10 +104,10 @@ def evaluate_models(settings: CompareSettings, *, progress: bool = True) -> dict
     files = ("results.json", "verified.md", "verified.csv", "verified.png")
     if out is not None:
         check_out_dir(out, files=files)
+    models = [load_model_file(run.model, run.dataset) for run in settings.runs]  # before work
     for run in settings.runs:
-        load_model_file(run.model, run.dataset)  # a bad model file fails before any work
         _check_logs(run)
-    results = [evaluate(run, progress=progress) for run in settings.runs]
+    results = [evaluate(run, progress=progress, loaded=m) for run, m in zip(settings.runs, models)]
     stems = [Path(r.model).stem for r in settings.runs]
     names = stems if len(set(stems)) == len(stems) else [str(r.model) for r in settings.runs]
     by_name = dict(zip(names, results))

@@ -43,9 +43,12 @@ class Dense(NamedTuple):
         all) and what was used."""
         return a, z, None, {"rows": int(a.shape[0])}
 
-    def with_unit(self, j: int, w: np.ndarray, b: float) -> Dense:
+    def with_units(self, solutions: list) -> Dense:
+        """Unit ``j`` takes ``solutions[j] = (w, b)``; a None keeps its weights."""
         W, bias = self.W.copy(), self.b.copy()
-        W[j], bias[j] = w, b
+        for j, sol in enumerate(solutions):
+            if sol is not None:
+                W[j], bias[j] = sol
         return Dense(W, bias)
 
     def restore(self, original: Dense, units) -> Dense:
@@ -121,9 +124,12 @@ class Conv:
         d = patches.shape[1]
         return np.ascontiguousarray(both[:, :d]), np.ascontiguousarray(both[:, d:]), start, info
 
-    def with_unit(self, c: int, w: np.ndarray, b: float) -> Conv:
+    def with_units(self, solutions: list) -> Conv:
+        """Channel ``c`` takes ``solutions[c] = (kernel entries, b)``; a None keeps its own."""
         K, bias = self.K.copy(), self.b.copy()
-        K[c], bias[c] = w.reshape(K.shape[1:]), b
+        for c, sol in enumerate(solutions):
+            if sol is not None:
+                K[c], bias[c] = sol[0].reshape(K.shape[1:]), sol[1]
         return replace(self, K=K, b=bias)
 
     def restore(self, original: Conv, units) -> Conv:

@@ -171,13 +171,8 @@ def _layer(a, z, layer: Layer, eps, margin, pool, max_rows) -> tuple[Layer, list
     jobs = [(rows, bounds[i:i + _CHUNK], start) for i in range(0, len(bounds), _CHUNK)]
     solved = pool.map(_solve_chunk, jobs) if pool else map(_solve_chunk, jobs)
     results = [r for part in solved for r in part]
-    new, kept = layer, []
-    for j, r in enumerate(results):
-        if r is None:
-            kept.append(j)
-        else:
-            new = new.with_unit(j, *r)
-    return new, kept, info
+    kept = [j for j, r in enumerate(results) if r is None]
+    return layer.with_units(results), kept, info
 
 
 def _determined(rows: np.ndarray) -> bool:
