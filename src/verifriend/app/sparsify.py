@@ -1,5 +1,6 @@
-"""The `sparsify` job: read an ONNX network and validation images, rewrite the hidden layers
-with the VNN LP (:mod:`verifriend.sparsify.vnn_lp`), check and write the new network."""
+"""The `sparsify` job: read an ONNX network or a checkpoint and the validation images, rewrite
+the hidden layers with the VNN LP (:mod:`verifriend.sparsify.vnn_lp`), check and write the new
+network in the same format."""
 
 from __future__ import annotations
 
