@@ -139,8 +139,7 @@ class _Problem:
     infeasible: Tensor  # (D,) bool
     tighten: Callable[[int, Interval], Interval] | None
     inner_rows: dict[int, IntermediateRows]
-    deadline: Deadline | None = None  # checked between layers of the intermediate rows,
-    # forward and backward
+    deadline: Deadline | None = None  # checked between intermediate layers (both passes)
 
 
 def _empty_domains(intervals: list[Interval]) -> Tensor:
@@ -241,7 +240,7 @@ def _reuse_intervals(graph: Graph, known: list[Interval], tighten) -> list[Inter
 
 def _crown_slopes(graph: Graph, intervals: list[Interval], r: int, S: int) -> Tensor:
     lo, up = intervals[graph.nodes[r].inputs[0]]
-    return (up > -lo).to(lo.dtype).unsqueeze(1).expand(lo.shape[0], S, *lo.shape[1:]).clone()
+    return graph.nodes[r].initial_slopes(lo, up).unsqueeze(1).expand(-1, S, *lo.shape[1:]).clone()
 
 
 def _initial_state(graph: Graph, p: _Problem, warm: OptState | None, bound_upper: bool):
@@ -282,7 +281,8 @@ def _inner_init(graph: Graph, p: _Problem, t: int, rw: IntermediateRows) -> dict
     for j in chain:
         if graph.nodes[j].branchable:
             lo, up = p.intervals[graph.nodes[j].inputs[0]]
-            m = window_rows((up > -lo).to(lo.dtype), windows[j], rw.groups.loc).unsqueeze(2)
+            init = graph.nodes[j].initial_slopes(lo, up)
+            m = window_rows(init, windows[j], rw.groups.loc).unsqueeze(2)
             out[j] = m.expand(-1, -1, rows, -1, -1, -1).contiguous()
     return out
 

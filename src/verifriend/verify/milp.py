@@ -248,10 +248,32 @@ def encode(
     _check_encoding(graph, x_lower, x_upper, intervals, splits, domain)
     g = graph.to(device="cpu", dtype=torch.float64)
     rel = math.sqrt(torch.finfo(intervals[0][0].dtype).eps)
-    signs = {} if splits is None else splits.signs
-
     rows = MilpRows()
     bound_fix: list = []  # (cols, lower, upper) tightenings applied at the end
+    cols, empty = add_network(rows, bound_fix, g, x_lower, x_upper, intervals,
+                              splits, domain, rel, relax)
+    if empty:
+        highs, nbin = None, 0
+    else:
+        highs, nbin = rows.build(bound_fix)
+    return MilpModel(
+        highs,
+        cols[0].astype(np.int32),
+        cols[-1].astype(np.int32),
+        x_lower[domain].detach().cpu(),
+        x_upper[domain].detach().cpu(),
+        relax,
+        nbin,
+    )
+
+
+def add_network(rows: MilpRows, bound_fix: list, g: Graph, x_lower: Tensor, x_upper: Tensor,
+                intervals: list[Interval], splits: Splits | None, domain: int, rel: float,
+                relax: bool) -> tuple[list[np.ndarray], bool]:
+    """Columns and rows of one copy of the network ``g`` (float64) on domain ``domain``:
+    returns each node's columns and whether some bounds cross (the domain is empty). A
+    twin network (:mod:`verifriend.globalrob.exact`) adds two copies to the same rows."""
+    signs = {} if splits is None else splits.signs
     cols: list[np.ndarray] = []
     empty = False
     for j, node in enumerate(g.nodes):
@@ -277,19 +299,7 @@ def encode(
                         flat(signs[j], domain) if j in signs else None, rel, relax, bound_fix)
         node.milp(step)
         empty |= step.empty
-    if empty:
-        highs, nbin = None, 0
-    else:
-        highs, nbin = rows.build(bound_fix)
-    return MilpModel(
-        highs,
-        cols[0].astype(np.int32),
-        cols[-1].astype(np.int32),
-        x_lower[domain].detach().cpu(),
-        x_upper[domain].detach().cpu(),
-        relax,
-        nbin,
-    )
+    return cols, empty
 
 
 def milp_bounds(

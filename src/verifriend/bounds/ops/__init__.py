@@ -11,6 +11,7 @@ from verifriend.bounds.ops.base import Interval as Interval
 from verifriend.bounds.ops.base import MilpStep as MilpStep
 from verifriend.bounds.ops.base import Node as Node
 from verifriend.bounds.ops.conv import Conv2dNode as Conv2dNode
+from verifriend.bounds.ops.diff_relu import DiffReLUNode as DiffReLUNode
 from verifriend.bounds.ops.leaky_relu import LeakyReLUNode as LeakyReLUNode
 from verifriend.bounds.ops.linear import LinearNode as LinearNode
 from verifriend.bounds.ops.pool import AvgPoolNode as AvgPoolNode

@@ -12,6 +12,8 @@ from verifriend.bounds.ops.base import BackwardResult, Interval, MilpStep, Node
 
 @dataclass(eq=False, kw_only=True)
 class AddNode(Node):
+    linear: ClassVar[bool] = True
+
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         return a + b
 

@@ -3,7 +3,7 @@ batch norm."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 import numpy as np
@@ -42,6 +42,9 @@ class AffineNode(Node):
         scale, shift = self.per_channel(self.scale), self.per_channel(self.shift)
         a, b = x[0] * scale + shift, x[1] * scale + shift
         return torch.minimum(a, b), torch.maximum(a, b)  # a negative scale swaps the ends
+
+    def difference(self, pre: Interval | None) -> AffineNode:
+        return replace(self, shift=torch.zeros_like(self.shift))
 
     def backward(self, A: Tensor, ins, alpha) -> BackwardResult:
         return (A * self.per_channel(self.scale),), bias_term(A, self.shift)

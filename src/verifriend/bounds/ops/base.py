@@ -60,6 +60,8 @@ class Node:
     * ``branchable``: a ReLU: branch and bound splits its neurons and alpha-CROWN optimizes
       their lower slopes;
     * ``has_milp``: :meth:`milp` encodes it exactly;
+    * ``linear``: linear without a constant (``f(x') - f(x) = f(x' - x)``), so it is its own
+      difference node (:meth:`difference`);
     * ``patchable``: :meth:`backward_patches` back-substitutes window-shaped coefficients
       (patch mode, :mod:`verifriend.bounds.patches`); ``grows_window``: its
       :meth:`patch_window` widens the window (a convolution); ``zero_off_map``: its patch
@@ -76,6 +78,7 @@ class Node:
     mixing: ClassVar[bool] = False
     branchable: ClassVar[bool] = False
     has_milp: ClassVar[bool] = True
+    linear: ClassVar[bool] = False
     patchable: ClassVar[bool] = False
     grows_window: ClassVar[bool] = False
     zero_off_map: ClassVar[bool] = False
@@ -115,6 +118,21 @@ class Node:
     def backward(self, A: Tensor, ins: list[Interval], alpha: Tensor | None) -> BackwardResult:
         raise NotImplementedError
 
+    def difference(self, pre: Interval | None) -> Node:
+        """This node in the difference network (:mod:`verifriend.globalrob.difference`): a
+        node whose output bounds ``f(x') - f(x)`` from the difference of its inputs.
+        ``pre`` bounds the node's input over the input domain (None: unknown)."""
+        if self.linear:
+            return self
+        raise UnsupportedLayerError(
+            f"layer '{self.name}' ({self.kind}) has no difference rule for global robustness; "
+            "it supports Linear, Conv, Affine, AvgPool, Add, shape layers and ReLU.")
+
+    def initial_slopes(self, lower: Tensor, upper: Tensor) -> Tensor:
+        """The slopes alpha-CROWN starts a ``branchable`` node's neurons from, given the
+        bounds of its input: CROWN's adaptive choice for a ReLU (1 where ``upper > -lower``)."""
+        return (upper > -lower).to(lower.dtype)
+
     def milp_columns(self, src: list[np.ndarray]) -> np.ndarray | None:
         """Columns to reuse for this node's output instead of new ones (a pure reshape or
         permutation of its input's), or None."""
@@ -144,6 +162,7 @@ class InputNode(Node):
     """The network's input (node 0 of every graph)."""
 
     zero_off_map: ClassVar[bool] = True  # the box's windows are zero-padded
+    linear: ClassVar[bool] = True
 
     def forward(self, x: Tensor) -> Tensor:
         return x

@@ -3,7 +3,7 @@ and average pooling share."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 import torch
@@ -45,6 +45,9 @@ class Conv2dNode(Node):
         mid = F.conv2d(c, self.weight, self.bias, self.stride, self.padding, self.dilation)
         rad = F.conv2d(r, self.weight.abs(), None, self.stride, self.padding, self.dilation)
         return mid - rad, mid + rad
+
+    def difference(self, pre: Interval | None) -> Conv2dNode:
+        return replace(self, bias=torch.zeros_like(self.bias))
 
     def backward(self, A: Tensor, ins, alpha) -> BackwardResult:
         return (conv_transpose(A, self.weight, self, self.dilation),), bias_term(A, self.bias)

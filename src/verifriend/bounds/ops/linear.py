@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -26,6 +27,9 @@ class LinearNode(Node):
         c, r = center_radius(*x)
         mid, rad = F.linear(c, self.weight, self.bias), F.linear(r, self.weight.abs())
         return mid - rad, mid + rad
+
+    def difference(self, pre: Interval | None) -> LinearNode:
+        return replace(self, bias=torch.zeros_like(self.bias))
 
     def backward(self, A: Tensor, ins, alpha) -> BackwardResult:
         return (A @ self.weight,), A @ self.bias

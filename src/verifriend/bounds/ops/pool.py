@@ -28,6 +28,7 @@ class AvgPoolNode(Node):
     in_shape: Shape
 
     mixing: ClassVar[bool] = True
+    linear: ClassVar[bool] = True
 
     def forward(self, x: Tensor) -> Tensor:
         return F.avg_pool2d(x, self.kernel, self.stride, self.padding,

@@ -19,6 +19,7 @@ from verifriend.bounds.ops.base import (
     PatchStep,
     window_rows,
 )
+from verifriend.bounds.ops.diff_relu import DiffReLUNode
 from verifriend.bounds.ops.milp_rows import INF
 
 
@@ -58,6 +59,11 @@ class ReLUNode(Node):
 
     def interval(self, x: Interval) -> Interval:
         return F.relu(x[0]), F.relu(x[1])
+
+    def difference(self, pre: Interval) -> DiffReLUNode:
+        """The difference ReLU (GROCKET), with the input's bounds over the domain."""
+        return DiffReLUNode(inputs=self.inputs, shape=self.shape, name=self.name,
+                            y_lower=pre[0], y_upper=pre[1])
 
     def backward(self, A: Tensor, ins, alpha) -> BackwardResult:
         lower, upper = ins[0]

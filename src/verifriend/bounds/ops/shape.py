@@ -17,6 +17,7 @@ class FlattenNode(Node):
     in_shape: Shape
 
     elementwise: ClassVar[bool] = True
+    linear: ClassVar[bool] = True
 
     def forward(self, x: Tensor) -> Tensor:
         return x.flatten(1)
@@ -42,6 +43,7 @@ class PermuteNode(Node):
     dims: tuple[int, ...]
 
     elementwise: ClassVar[bool] = True  # a fixed permutation of the inputs
+    linear: ClassVar[bool] = True
 
     def forward(self, x: Tensor) -> Tensor:
         return x.permute(0, *(d + 1 for d in self.dims))
@@ -69,6 +71,7 @@ class PadNode(Node):
     pads: tuple[int, int, int, int]
 
     elementwise: ClassVar[bool] = True  # each output is an input or a constant 0
+    linear: ClassVar[bool] = True
 
     def forward(self, x: Tensor) -> Tensor:
         t, b, left, r = self.pads
