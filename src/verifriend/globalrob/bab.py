@@ -44,7 +44,8 @@ from verifriend.verify.branching import branch, top_candidates
 class GlobalBabSettings:
     """``batch`` leaves split per step; ``iterations`` beta-CROWN steps per batch (learning
     rates ``lr_alpha``, ``lr_beta``); ``root_iterations`` alpha-CROWN steps at the root;
-    ``max_leaves`` stops splitting when the leaves would exceed it (memory)."""
+    ``max_leaves`` stops splitting when the leaves would exceed it (memory);
+    ``max_domains`` stops after bounding that many domains (None: until the deadline)."""
 
     batch: int = 32
     iterations: int = 10
@@ -52,6 +53,7 @@ class GlobalBabSettings:
     lr_alpha: float = 0.1
     lr_beta: float = 0.05
     max_leaves: int = 100_000
+    max_domains: int | None = None
 
 
 @dataclass
@@ -156,6 +158,8 @@ def global_bab(problem: GlobalProblem, output: int, floor: float = -math.inf,
     while not deadline.expired():
         open_ = (leaves.ub > floor) & ~leaves.final
         if not bool(open_.any()) or len(leaves) + settings.batch > settings.max_leaves:
+            break
+        if settings.max_domains is not None and domains >= settings.max_domains:
             break
         k = min(settings.batch, int(open_.sum()))
         pick = torch.where(open_, leaves.ub, -math.inf).topk(k).indices
