@@ -3,6 +3,7 @@ and joint PGD, on 240 random small networks: both relaxations, alpha, and after 
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -108,5 +109,5 @@ def test_bab_trace_is_anytime_and_monotone():
     res = global_bab(problem, 1, settings=GlobalBabSettings(batch=4, max_domains=200),
                      on_improve=lambda t, b, d: seen.append(b))
     assert seen == [b for _, b, _ in res.trace] and seen[0] == pytest.approx(res.root)
-    assert all(b2 < b1 for b1, b2 in zip(seen, seen[1:]))
+    assert all(b2 < b1 for b1, b2 in itertools.pairwise(seen))
     assert res.bound == seen[-1] and math.isfinite(res.bound)

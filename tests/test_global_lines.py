@@ -50,8 +50,8 @@ CASES = [
 
 @pytest.mark.parametrize("l,u,L,U", CASES)
 def test_lines_hold_on_dense_samples(l, u, L, U):
-    Y, DY, DA = _samples(l, u, L, U)
-    t = lambda v: torch.tensor([v], dtype=T)  # noqa: E731
+    _Y, DY, DA = _samples(l, u, L, U)
+    t = lambda v: torch.tensor([v], dtype=T)
     slopes = [None, *torch.linspace(0, 1, 11, dtype=T).tolist(), -0.5, 1.7]
     for s in slopes:
         s_lo, d, s_up, c = diff_relu_lines(t(l), t(u), t(L), t(U), None if s is None else t(s))
@@ -63,8 +63,8 @@ def test_lines_hold_on_dense_samples(l, u, L, U):
 def test_envelopes_are_exact_and_lines_touch(l, u, L, U):
     """m and M are the exact extremes of the difference at each dy (attained on the grid
     where y is unbounded or wide), and the least-area lines touch them."""
-    t = lambda v: torch.tensor([v], dtype=T)  # noqa: E731
-    Y, DY, DA = _samples(l, u, L, U, n=801)
+    t = lambda v: torch.tensor([v], dtype=T)
+    _Y, DY, DA = _samples(l, u, L, U, n=801)
     assert bool((DA <= upper_envelope(DY, t(L), t(U)) + 1e-12).all())
     assert bool((DA >= lower_envelope(DY, t(L), t(U)) - 1e-12).all())
     lo, hi = feasible_range(t(l), t(u), t(L), t(U))
@@ -100,7 +100,7 @@ def test_input_free_lines_are_eq7_with_the_labels_swapped_back():
 
 
 def test_stable_active_y_is_exact_and_inactive_is_zero():
-    t = lambda v: torch.tensor([v], dtype=T)  # noqa: E731
+    t = lambda v: torch.tensor([v], dtype=T)
     s_lo, d, s_up, c = diff_relu_lines(t(-0.5), t(0.5), t(1.0), t(2.0))
     assert float(s_lo) == pytest.approx(1) and float(s_up) == pytest.approx(1)
     assert abs(float(d)) < 1e-12 and abs(float(c)) < 1e-12

@@ -57,7 +57,7 @@ def demo(
 @user_errors
 def train(
     out: Annotated[Path, typer.Option(help="Output directory: model.pt and model.train.json.")],
-    method: Annotated[list[str], typer.Option(help="Training method: natural | madry | trades | rs | nbc | ibp | crown-ibp; repeat it to train on the sum of several losses.")] = ["natural"],  # noqa: B006
+    method: Annotated[list[str], typer.Option(help="Training method: natural | madry | trades | rs | nbc | ibp | crown-ibp | global; repeat it to train on the sum of several losses.")] = ["natural"],  # noqa: B006
     arch: Annotated[str, typer.Option(help="Zoo architecture (see `verifriend zoo`).")] = "cnn_4layer",
     dataset: Annotated[str, typer.Option(help="Data set: mnist-embedded, mnist, fashion-mnist, cifar10.")] = "mnist-embedded",
     data_dir: DataDir = None,
@@ -65,6 +65,8 @@ def train(
     eps: Annotated[float, typer.Option(help="Training radius (pixel space) of the robust methods.")] = 0.1,
     lr: Annotated[float, typer.Option(help="Learning rate.")] = 1e-4,
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 128,
+    weight_decay: Annotated[float, typer.Option(help="L2 penalty: this times the sum of squared weights, added to the loss.")] = 0.0,
+    global_weight: Annotated[float, typer.Option(help="lambda of --method global: CE + lambda * the global-robustness regularizer at delta = --eps.")] = 0.1,
     limit: Annotated[int | None, typer.Option(help="Use only the first N training examples.")] = None,
     seed: int = 0,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
@@ -81,7 +83,8 @@ def train(
 
     cfg = TrainConfig.from_dict({"method": "+".join(method), "epochs": epochs, "eps": eps, "lr": lr,
                                  "batch_size": batch_size, "limit": limit, "seed": seed,
-                                 "device": device})
+                                 "device": device, "weight_decay": weight_decay,
+                                 "global_weight": global_weight})
     phases = load_recipe(recipe, cfg) if recipe is not None else [cfg]
     _, ckpt, history = run_train(TrainSettings(out=out, phases=tuple(phases), arch=arch,
                                                dataset=dataset, data_dir=data_dir,
@@ -229,6 +232,47 @@ def bounds(
         print(json.dumps(result))
         return
     console.print(bounds_table(result, method))
+
+
+@app.command(name="global", epilog="Example: verifriend global runs/dnn1/model.pt --delta 0.00784 "
+             "--outputs 1,2 --timeout 600 --json")
+@user_errors
+def global_(
+    model: Annotated[Path, typer.Argument(help="A verifriend checkpoint (.pt) or an ONNX network on pixels.")],
+    delta: Annotated[float, typer.Option(help="Perturbation size (Linf, pixel space), e.g. 0.00784 = 2/255.")],
+    outputs: Annotated[str | None, typer.Option(help="Outputs to bound, e.g. 0,1,5 (default: all).")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds per output (attack, bounds and branch and bound).")] = 60.0,
+    domain: Annotated[str, typer.Option(help="Input domain LOW:HIGH of every pixel.")] = "0:1",
+    dataset: Annotated[str | None, typer.Option(help="Data set whose test images start the attack (default: the checkpoint's; ONNX: mnist).")] = None,
+    data_dir: DataDir = None,
+    attack_starts: Annotated[int, typer.Option(help="Test images the attack starts from.")] = 1000,
+    random_starts: Annotated[int, typer.Option(help="Random pairs the attack starts from.")] = 256,
+    attack_steps: Annotated[int, typer.Option(help="PGD steps per start.")] = 50,
+    input_free: Annotated[bool, typer.Option(help="Branch and bound on the paper's input-free relaxation instead of the input-aware one.")] = False,
+    batch: Annotated[int, typer.Option(help="Domains split per branch-and-bound step.")] = 32,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    seed: int = 0,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table (progress goes to stderr).")] = False,
+) -> None:
+    """Certify global robustness (GROCKET): per output j, an upper bound of |F_j(x') - F_j(x)|
+    over every x, x' in the domain with ||x' - x||_inf <= delta, beside PGD's lower bound.
+
+    Shows the input-free bound (the paper's), the input-aware one (with the network's
+    pre-activation bounds over the domain), and branch and bound over difference signs,
+    whose best bound so far is shown as it improves; --timeout is per output."""
+    from verifriend.app.display import GlobalProgress, global_table
+    from verifriend.app.globalrob import run_global
+    from verifriend.app.settings import GlobalSettings, parse_domain, parse_outputs
+
+    settings = GlobalSettings(model, delta, parse_outputs(outputs), timeout, parse_domain(domain),
+                              dataset, data_dir, attack_starts, random_starts, attack_steps,
+                              input_free, batch, device, seed)
+    with GlobalProgress(err_console) as progress:
+        result = run_global(settings, progress.show)
+    if json_out:
+        print(json.dumps(result))
+        return
+    console.print(global_table(result))
 
 
 @app.command(epilog="Example: verifriend vnncomp net.onnx prop.vnnlib.gz --timeout 120 --out result.txt")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Self
 
 from rich.console import Console
 from rich.progress import (
@@ -183,3 +183,64 @@ def sparsify_summary(result: dict) -> Table:
                   str(r["nonzeros_after"]), str(r["lps"]), str(r["rows"]["rows"]),
                   f"{r['seconds']:.1f}", f"{r['max_rel_change']:.2g}", f"{r['eps']:g}")
     return t
+
+
+class GlobalProgress:
+    """The `global` job's progress on ``console``: a line per output with the attack's lower
+    bound, the best certified bound so far (updated as it improves) and the domains."""
+
+    def __init__(self, console: Console):
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                            TextColumn("{task.fields[stats]}"), console=console)
+        self.tasks: dict[int, int] = {}
+        self.attack: dict[int, float] = {}
+        # not a terminal (a log file): a plain line per event instead of a live bar
+        self.lines = not console.is_terminal
+
+    def __enter__(self) -> Self:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.__exit__(*exc)
+
+    def show(self, kind: str, e: dict) -> None:
+        if kind == "stage":
+            self.bar.console.print(e["text"], highlight=False)
+            return
+        j = e.get("output")
+        if kind == "start":
+            self.tasks[j] = self.bar.add_task(f"output {j}", total=e["timeout"],
+                                              stats="attack ...")
+            return
+        task = self.tasks[j]
+        if kind == "attack":
+            self.attack[j] = e["attack_lower"]
+            stats = f"PGD {e['attack_lower']:.4f}  CROWN {e['crown']:.4f}"
+        elif kind == "improve":
+            self.bar.update(task, completed=e["time_s"])
+            stats = (f"PGD {self.attack[j]:.4f}  certified {e['bound']:.4f}  "
+                     f"domains {e['domains']}")
+        else:  # done
+            self.bar.update(task, completed=self.bar.tasks[task].total)
+            stats = (f"PGD {e['attack_lower']:.4f}  certified {e['certified']:.4f}  "
+                     f"({e['ratio']:.2f}x)  domains {e['domains']}  {e['time_s']:.0f} s")
+        self.bar.update(task, stats=stats)
+        if self.lines:
+            at = f"{e['time_s']:7.1f} s  " if kind == "improve" else ""
+            self.bar.console.print(f"output {j}: {at}{stats}", highlight=False)
+
+
+def global_table(result: dict) -> Table:
+    """One row per output: PGD's lower bound and the certified bounds, with the ratio."""
+    table = Table(title=f"global robustness, delta {result['delta']:g} over "
+                        f"[{result['domain'][0]:g}, {result['domain'][1]:g}] "
+                        f"(BaB on the {result['relaxation']} relaxation)")
+    for col in ("output", "PGD lower", "input-free", "input-aware", "BaB", "certified",
+                "certified / PGD", "time (s)", "domains"):
+        table.add_column(col, justify="right")
+    for r in result["outputs"]:
+        table.add_row(str(r["output"]), f"{r['attack_lower']:.4f}", f"{r['input_free']:.4f}",
+                      f"{r['input_aware']:.4f}", f"{r['bab']:.4f}", f"{r['certified']:.4f}",
+                      f"{r['ratio']:.2f}", f"{r['time_s']:.1f}", str(r["domains"]))
+    return table

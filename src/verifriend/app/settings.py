@@ -392,3 +392,68 @@ class BnnBenchSettings:
         if self.max_clauses is not None:
             check_at_least(self.max_clauses, "--max-clauses", 1)
         check_at_least(self.workers, "--workers", 1)
+
+
+# --- global robustness --------------------------------------------------------------------------
+
+def parse_outputs(text: str | None) -> tuple[int, ...] | None:
+    """``"0,1,5"`` -> (0, 1, 5); None stays None (every output)."""
+    if text is None:
+        return None
+    try:
+        out = tuple(int(p) for p in text.split(",") if p.strip() != "")
+    except ValueError:
+        raise UserError(f"--outputs must list output indices like 0,1,5, got '{text}'.") from None
+    if not out or min(out) < 0:
+        raise UserError(f"--outputs must list output indices >= 0 like 0,1,5, got '{text}'.")
+    return out
+
+
+def parse_domain(text: str) -> tuple[float, float]:
+    """``"LOW:HIGH"`` -> (low, high) with low < high."""
+    try:
+        lo, hi = (float(p) for p in text.split(":"))
+    except ValueError:
+        raise UserError(f"--domain must be LOW:HIGH (e.g. 0:1), got '{text}'.") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise UserError(f"--domain must be LOW:HIGH with finite LOW < HIGH, got '{text}'.")
+    return lo, hi
+
+
+@dataclass(frozen=True)
+class GlobalSettings:
+    """`verifriend global`: per output, certified bounds of the largest output change under
+    any input perturbation of size ``delta`` in the domain (GROCKET), and PGD's lower bound.
+    ``timeout`` is per output; ``dataset`` gives the attack's data starts (default: the
+    checkpoint's data set; an ONNX model gets MNIST's, or random starts only if absent)."""
+
+    model: Path
+    delta: float
+    outputs: tuple[int, ...] | None = None
+    timeout: float = 60.0
+    domain: tuple[float, float] = (0.0, 1.0)
+    dataset: str | None = None
+    data_dir: str | None = None
+    attack_starts: int = 1000
+    random_starts: int = 256
+    attack_steps: int = 50
+    input_free: bool = False  # branch and bound on the paper's input-free relaxation
+    batch: int = 32
+    device: str = "cpu"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        lo, hi = self.domain
+        if not (_number(self.delta) and 0 < self.delta <= hi - lo):
+            raise UserError(f"--delta must be in (0, {hi - lo:g}] (the domain's width), "
+                            f"got {self.delta}.")
+        check_seconds(self.timeout, "--timeout")
+        for value, name, low in ((self.attack_starts, "--attack-starts", 0),
+                                 (self.random_starts, "--random-starts", 0),
+                                 (self.attack_steps, "--attack-steps", 0),
+                                 (self.batch, "--batch", 1)):
+            check_at_least(value, name, low)
+        if self.attack_starts + self.random_starts < 1:
+            raise UserError("the attack needs a start: --attack-starts or --random-starts >= 1.")
+        if self.device not in ("cpu", "cuda"):
+            raise UserError(f"--device must be cpu or cuda, got '{self.device}'.")

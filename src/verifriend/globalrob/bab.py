@@ -142,8 +142,11 @@ def global_bab(problem: GlobalProblem, output: int, floor: float = -math.inf,
         if on_improve is not None:
             on_improve(*trace[-1])
 
-    root_ub, bounds, state = alpha_certificate(problem, [output], settings.root_iterations,
-                                               deadline=None)
+    try:
+        root_ub, bounds, state = alpha_certificate(problem, [output], settings.root_iterations,
+                                                   deadline=deadline)
+    except DeadlineExpired:  # no bound in time: nothing certified beyond the floor's caller
+        return GlobalBabResult(math.inf, math.inf, 0, 0, False, trace)
     root = float(root_ub[0])
     best = max(root, floor)
     report(best, 1)
@@ -153,7 +156,7 @@ def global_bab(problem: GlobalProblem, output: int, floor: float = -math.inf,
     root_iv = bounds.intervals
     alphas, betas = _store(dgraph, state)
     leaves = _Leaves(Splits.empty(dgraph, 1, dlo.device), root_ub.clone(), alphas, betas,
-                     torch.zeros(1, dtype=torch.bool))
+                     torch.zeros(1, dtype=torch.bool, device=dlo.device))
     domains = 1
     while not deadline.expired():
         open_ = (leaves.ub > floor) & ~leaves.final
@@ -163,7 +166,7 @@ def global_bab(problem: GlobalProblem, output: int, floor: float = -math.inf,
             break
         k = min(settings.batch, int(open_.sum()))
         pick = torch.where(open_, leaves.ub, -math.inf).topk(k).indices
-        rest = torch.ones(len(leaves), dtype=torch.bool)
+        rest = torch.ones(len(leaves), dtype=torch.bool, device=pick.device)
         rest[pick] = False
         try:
             kids = _split(dgraph, dlo, dhi, root_iv, leaves.take(pick), settings, deadline)
@@ -202,7 +205,8 @@ def _split(dgraph: Graph, dlo: Tensor, dhi: Tensor, root_iv, cur: _Leaves,
         return stuck
     cur = cur.take(idx)
     D = len(cur)
-    kids, parent = branch(cur.splits, torch.arange(D), nodes[idx, 0], neurons[idx, 0])
+    kids, parent = branch(cur.splits, torch.arange(D, device=dlo.device), nodes[idx, 0],
+                          neurons[idx, 0])
     lo2, hi2 = dlo.expand(2 * D, *dlo.shape[1:]), dhi.expand(2 * D, *dhi.shape[1:])
     known2 = [(lo.expand(2 * D, *lo.shape[1:]), up.expand(2 * D, *up.shape[1:]))
               for lo, up in root_iv]
@@ -212,5 +216,5 @@ def _split(dgraph: Graph, dlo: Tensor, dhi: Tensor, root_iv, cur: _Leaves,
                        deadline=deadline)
     ub = torch.minimum(-b.lower[:, 0], cur.ub[parent])  # +inf lower: an empty child
     alphas, betas = _store(dgraph, st)
-    out = _Leaves(kids, ub, alphas, betas, torch.zeros(2 * D, dtype=torch.bool))
+    out = _Leaves(kids, ub, alphas, betas, torch.zeros(2 * D, dtype=torch.bool, device=ub.device))
     return _join(out, stuck) if len(stuck) else out

@@ -218,6 +218,35 @@ def resnet6(shape: Shape, k: int) -> list[nn.Module]:
     return st.layers
 
 
+def _grocket(arch: str, shape: Shape, k: int, convs: list[tuple[int, int]]) -> list[nn.Module]:
+    _require_shape(arch, shape, (1, 28, 28), "MNIST")
+    st = _Stack(shape, arch)
+    for ch, stride in convs:
+        st.conv(ch, 3, stride)
+    width = 64 if len(convs) == 1 else 16
+    return st.flatten().linear(width).linear(k, relu=False).layers
+
+
+def grocket_dnn1(shape: Shape, k: int) -> list[nn.Module]:
+    """GROCKET's DNN-1 (Wang et al., "A Tool for Neural Network Global Robustness
+    Certification and Training", Table I; MNIST): Conv(8, 3x3, s2), ReLU, Flatten,
+    Linear(->64), ReLU, Linear(64->k): 1,416 ReLUs (8*13*13 + 64), no padding."""
+    return _grocket("grocket_dnn1", shape, k, [(8, 2)])
+
+
+def grocket_dnn2(shape: Shape, k: int) -> list[nn.Module]:
+    """GROCKET's DNN-2 (Table I; MNIST): Conv(16, 3x3, s2), ReLU, Conv(32, 3x3, s2), ReLU,
+    Flatten, Linear(->16), ReLU, Linear(16->k): 3,872 ReLUs (2704 + 1152 + 16)."""
+    return _grocket("grocket_dnn2", shape, k, [(16, 2), (32, 2)])
+
+
+def grocket_dnn3(shape: Shape, k: int) -> list[nn.Module]:
+    """GROCKET's DNN-3 (Table I; MNIST): Conv(4, 3x3, s1), ReLU, Conv(16, 3x3, s2), ReLU,
+    Conv(32, 3x3, s2), ReLU, Flatten, Linear(->16), ReLU, Linear(16->k): 5,824 ReLUs
+    (2704 + 2304 + 800 + 16)."""
+    return _grocket("grocket_dnn3", shape, k, [(4, 1), (16, 2), (32, 2)])
+
+
 def fc(layers: int, width: int) -> Callable[[Shape, int], list[nn.Module]]:
     """Fully connected ``fc_<layers>x<width>``: Flatten, ``layers`` x (Linear(->width), ReLU),
     Linear(width->k); the ERAN ``mnist_relu_<L>_<W>`` / VNN-COMP mnistfc family."""
@@ -254,6 +283,13 @@ _REGISTRY: dict[str, tuple[Builder, str]] = {
     "conv_large": (conv_large, (
         "EEV (Jia & Rinard 2020) conv-large, real-valued: Conv32 3x3, Conv32 4x4/2, "
         "Conv64 3x3, Conv64 4x4/2, FC512, FC512, FC (eevbnn net_real.py); MNIST or CIFAR.")),
+    "grocket_dnn1": (grocket_dnn1, (
+        "GROCKET DNN-1: Conv8 3x3/2, FC64, FC (1,416 ReLUs); MNIST 1x28x28 only.")),
+    "grocket_dnn2": (grocket_dnn2, (
+        "GROCKET DNN-2: Conv16 3x3/2, Conv32 3x3/2, FC16, FC (3,872 ReLUs); MNIST only.")),
+    "grocket_dnn3": (grocket_dnn3, (
+        "GROCKET DNN-3: Conv4 3x3, Conv16 3x3/2, Conv32 3x3/2, FC16, FC (5,824 ReLUs); "
+        "MNIST only.")),
     "resnet6": (resnet6, (
         "MN-BaB ResNet6-A/B: Conv16/2+BN, 2 residual blocks (32, 64 ch, stride 2, BN), "
         "FC100, FC (mn-bab resnet2b2); CIFAR 3x32x32 only.")),

@@ -11,7 +11,7 @@ import torch
 from verifriend.errors import UserError
 
 # Training methods with a loss function in ``losses.LOSSES``; keep the two in step.
-METHODS = ("natural", "madry", "trades", "rs", "nbc", "ibp", "crown-ibp")
+METHODS = ("natural", "madry", "trades", "rs", "nbc", "ibp", "crown-ibp", "global")
 OPTIMIZERS = ("adam", "sgd")
 LR_SCHEDULES = ("constant", "cosine", "step")
 GAMMA_VARIANTS = ("rank", "one", "rank-width")
@@ -52,6 +52,10 @@ class TrainConfig:
     # epochs at eps 0.1, 0.001 reached 90% with 98.8% of neurons stable at eps 0.02
     rs_weight: float = 0.001
     l1_weight: float = 2e-5  # L1 weight penalty of the rs method
+    # the global method (GROCKET): CE + global_weight * R_GR at delta global_delta (None: eps)
+    global_weight: float = 0.1
+    global_delta: float | None = None
+    weight_decay: float = 0.0  # L2 penalty (sum of squared weights) added to any method's loss
     ramp: float = 0.5  # share of training over which eps / kappa / weights are ramped
     kappa_end: float = 0.5  # certified training: weight of the clean CE at the end
     init: str | None = None  # a .pt written by `verifriend train` to start from (fine-tuning)
@@ -102,6 +106,12 @@ class TrainConfig:
              "trades_beta must be a number >= 0."),
             (_is_num(self.rs_weight) and self.rs_weight >= 0, "rs_weight must be a number >= 0."),
             (_is_num(self.l1_weight) and self.l1_weight >= 0, "l1_weight must be a number >= 0."),
+            (_is_num(self.global_weight) and self.global_weight >= 0,
+             "global_weight must be a number >= 0."),
+            (self.global_delta is None or (_is_num(self.global_delta) and self.global_delta > 0),
+             "global_delta must be a positive number or null."),
+            (_is_num(self.weight_decay) and self.weight_decay >= 0,
+             "weight_decay must be a number >= 0."),
             (_is_num(self.ramp) and 0 <= self.ramp <= 1, "ramp must be a number in [0, 1]."),
             (_is_num(self.kappa_end) and 0 <= self.kappa_end <= 1,
              "kappa_end must be a number in [0, 1]."),

@@ -13,7 +13,12 @@ where ``progress`` in [0, 1] is the share of training done (schedules read it):
   IBP margin bounds, eps ramped from 0 and kappa from 1 to ``kappa_end`` over ``ramp``;
 * ``crown-ibp`` (Zhang et al. 2020): as ``ibp`` with bounds mixing CROWN-IBP and IBP,
   the CROWN-IBP share going from 1 to 0 over the ramp;
-* ``nbc``: see :mod:`verifriend.train.nbc`.
+* ``nbc``: see :mod:`verifriend.train.nbc`;
+* ``global`` (GROCKET, Wang et al.): CE(f(x), y) + ``global_weight`` * the global-robustness
+  regularizer at ``global_delta`` (default eps), :mod:`verifriend.globalrob.regularizer`.
+
+``weight_decay`` > 0 adds ``weight_decay`` * the sum of squared weights (Linear and Conv
+weights, not biases) to any method's loss (an L2 penalty in the loss, as GROCKET's code).
 
 Bounds come from the bound engine on a graph that references the model's live
 parameters (``from_module(..., detach=False)``), so they are differentiable.
@@ -205,9 +210,40 @@ def _nbc(model, x, y, cfg, *, generator=None, progress=0.0):
     return nbc_loss(model, x, y, cfg, generator=generator)
 
 
+def global_loss(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig, *,
+                generator: torch.Generator | None = None, progress: float = 0.0
+                ) -> tuple[Tensor, Tensor]:
+    """CE + lambda * R_GR (GROCKET Eq. 12), R_GR on the live weights (batch-independent)."""
+    from verifriend.globalrob.regularizer import global_regularizer
+
+    logits = model(x)
+    delta = cfg.global_delta if cfg.global_delta is not None else cfg.eps
+    reg = global_regularizer(live_graph(model, tuple(x.shape[1:])), delta)
+    return F.cross_entropy(logits, y) + cfg.global_weight * reg, logits
+
+
+def l2_penalty(model: nn.Module) -> Tensor:
+    """Sum of squared Linear and Conv weights."""
+    return sum((m.weight ** 2).sum() for m in model.modules()
+               if isinstance(m, (nn.Linear, nn.Conv2d)))
+
+
 def loss_for(cfg: TrainConfig) -> LossFn:
     """The loss of ``cfg.method``: one method's, or the weighted sum of several (each term
-    is that method's whole loss; the logits returned are the first method's)."""
+    is that method's whole loss; the logits returned are the first method's), plus the L2
+    penalty when ``weight_decay`` > 0."""
+    fn = _method_loss(cfg)
+    if not cfg.weight_decay:
+        return fn
+
+    def with_l2(model, x, y, cfg, *, generator=None, progress=0.0):
+        loss, logits = fn(model, x, y, cfg, generator=generator, progress=progress)
+        return loss + cfg.weight_decay * l2_penalty(model), logits
+
+    return with_l2
+
+
+def _method_loss(cfg: TrainConfig) -> LossFn:
     fns = [LOSSES[m] for m in cfg.methods]
     if len(fns) == 1:
         return fns[0]
@@ -233,4 +269,5 @@ LOSSES: dict[str, LossFn] = {
     "nbc": _nbc,
     "ibp": ibp_loss,
     "crown-ibp": crown_ibp_loss,
+    "global": global_loss,
 }

@@ -40,6 +40,7 @@ upper ``u'(dy - l')/(u' - l')``. A stable active ``y`` (``L >= 0``) with ``hi <=
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -72,26 +73,29 @@ def _points(lo: Tensor, hi: Tensor, kinks: tuple[Tensor, ...]) -> list[Tensor]:
     return [lo, hi, *(torch.minimum(torch.maximum(k, lo), hi) for k in kinks)]
 
 
-def _offset(s: Tensor, pts: list[Tensor], vals: list[Tensor], upper: bool) -> Tensor:
-    """``max_k vals_k - s pts_k`` (upper) or the min (lower), widened by a few ulps."""
+def _offset(s: Tensor, pts: list[Tensor], vals: list[Tensor], slack: Tensor, upper: bool
+            ) -> Tensor:
+    """``max_k vals_k - s pts_k`` (upper) or the min (lower), widened by ``slack``."""
     out = None
     for p, v in zip(pts, vals):
         o = v - s * p
         out = o if out is None else (torch.maximum(out, o) if upper else torch.minimum(out, o))
-    eps = 8 * torch.finfo(out.dtype).eps
-    scale = 1 + out.abs() + s.abs() * torch.maximum(pts[0].abs(), pts[1].abs())
-    return out + eps * scale if upper else out - eps * scale
+    return out + slack if upper else out - slack
 
 
 @dataclass
 class _Shape:
-    """The points and envelope values of a batch of neurons, for either line."""
+    """The points and envelope values of a batch of neurons, for either line, and the
+    slack that covers rounding in an offset: a few ulps of ``1 + max|value| + 2 max|point|``
+    (an offset is at most ``max|value| + |s| max|point|`` with ``|s| <= 1``; a slope
+    outside [0, 1] only reaches :func:`_offset` clamped)."""
 
     up_pts: list[Tensor]
     up_vals: list[Tensor]
     lo_pts: list[Tensor]
     lo_vals: list[Tensor]
     mid: Tensor
+    slack: Tensor
 
     @classmethod
     def of(cls, l: Tensor, u: Tensor, L: Tensor, U: Tensor) -> _Shape:
@@ -101,31 +105,37 @@ class _Shape:
         Lm, Up = L.clamp(max=0).expand_as(lo), U.clamp(min=0).expand_as(lo)
         up_pts = _points(lo, hi, (Lm, zero, Up))
         lo_pts = _points(lo, hi, (-Up, zero, -Lm))
-        return cls(up_pts, [upper_envelope(p, L, U) for p in up_pts],
-                   lo_pts, [lower_envelope(p, L, U) for p in lo_pts], (lo + hi) / 2)
+        up_vals = [upper_envelope(p, L, U) for p in up_pts]
+        pmax = torch.maximum(lo.abs(), hi.abs())
+        vmax = torch.stack([v.abs() for v in up_vals]).amax(0)  # |m| takes the same values
+        slack = 8 * torch.finfo(lo.dtype).eps * (1 + vmax + 2 * pmax)
+        return cls(up_pts, up_vals, lo_pts, [lower_envelope(p, L, U) for p in lo_pts],
+                   (lo + hi) / 2, slack)
 
     def offsets(self, s_lo: Tensor, s_up: Tensor) -> tuple[Tensor, Tensor]:
-        return (_offset(s_lo, self.lo_pts, self.lo_vals, upper=False),
-                _offset(s_up, self.up_pts, self.up_vals, upper=True))
+        return (_offset(s_lo, self.lo_pts, self.lo_vals, self.slack, upper=False),
+                _offset(s_up, self.up_pts, self.up_vals, self.slack, upper=True))
 
     def least_area_slopes(self) -> tuple[Tensor, Tensor]:
         """Per neuron, the lower and the upper slope of least area (see the module doc)."""
-        return (self._best_chord(self.lo_pts, self.lo_vals, upper=False),
-                self._best_chord(self.up_pts, self.up_vals, upper=True))
+        return (self._tangent_at_mid(self.lo_pts, self.lo_vals, upper=False),
+                self._tangent_at_mid(self.up_pts, self.up_vals, upper=True))
 
-    def _best_chord(self, pts: list[Tensor], vals: list[Tensor], upper: bool) -> Tensor:
-        best_s, best_v = None, None
+    def _tangent_at_mid(self, pts: list[Tensor], vals: list[Tensor], upper: bool) -> Tensor:
+        """The slope of the hull of the points at the midpoint: among the chords that span
+        it, the one highest there (lowest, for the lower hull). The least-area line over
+        ``[lo, hi]`` of a concave (convex) envelope is its tangent at the midpoint."""
+        mid, sign = self.mid, 1.0 if upper else -1.0
+        best_s = torch.zeros_like(mid)
+        best_v = torch.full_like(mid, -math.inf)
         for i in range(len(pts)):
-            for j in range(i + 1, len(pts)):
+            for j in range(len(pts)):
                 dp = pts[j] - pts[i]
-                s = torch.where(dp > 0, (vals[j] - vals[i]) / dp.clamp(min=1e-30), 0.0)
-                s = s.clamp(0.0, 1.0)
-                v = s * self.mid + _offset(s, pts, vals, upper)
-                if best_s is None:
-                    best_s, best_v = s, v
-                    continue
-                better = v < best_v if upper else v > best_v
-                best_s, best_v = torch.where(better, s, best_s), torch.where(better, v, best_v)
+                spans = (pts[i] <= mid) & (mid <= pts[j]) & (dp > 0)
+                s = ((vals[j] - vals[i]) / torch.where(spans, dp, 1.0)).clamp(0.0, 1.0)
+                v = torch.where(spans, sign * (vals[i] + s * (mid - pts[i])), -math.inf)
+                better = v > best_v
+                best_s, best_v = torch.where(better, s, best_s), torch.maximum(v, best_v)
         return best_s
 
 
@@ -149,10 +159,15 @@ class DiffReLUNode(Node):
 
     ``y_lower``/``y_upper`` (1, *shape) bound ``y`` (and ``y + dy``) over the input domain
     (``-inf``/``+inf`` when unknown). Branch and bound splits the sign of ``dy``.
+
+    ``memo`` keeps the points of the last input bounds seen (the same tensor objects, with
+    no gradient): alpha- and beta-CROWN call :meth:`backward` with fixed bounds at every
+    step, and only the slopes change.
     """
 
     y_lower: Tensor = field(repr=False)
     y_upper: Tensor = field(repr=False)
+    memo: tuple | None = field(default=None, init=False, repr=False)
 
     relaxed: ClassVar[bool] = True
     relax_all: ClassVar[bool] = True  # a stable sign still has lines that depend on [l, u]
@@ -174,10 +189,23 @@ class DiffReLUNode(Node):
         s_lo, s_up = _Shape.of(lower, upper, self.y_lower, self.y_upper).least_area_slopes()
         return (s_lo + s_up) / 2
 
+    def _shape(self, l: Tensor, u: Tensor) -> _Shape:
+        m = self.memo
+        if m is not None and m[0] is l and m[1] is u:
+            return m[2]
+        shape = _Shape.of(l.unsqueeze(1), u.unsqueeze(1), self.y_lower.unsqueeze(1),
+                          self.y_upper.unsqueeze(1))
+        if not (l.requires_grad or u.requires_grad):
+            self.memo = (l, u, shape)
+        return shape
+
     def backward(self, A: Tensor, ins, alpha) -> BackwardResult:
-        l, u = (t.unsqueeze(1) for t in ins[0])
-        L, U = self.y_lower.unsqueeze(1), self.y_upper.unsqueeze(1)
-        s_lo, d, s_up, c = diff_relu_lines(l, u, L, U, alpha)
+        shape = self._shape(*ins[0])
+        if alpha is None:
+            s_lo, s_up = shape.least_area_slopes()
+        else:
+            s_lo = s_up = alpha.clamp(0.0, 1.0)
+        d, c = shape.offsets(s_lo, s_up)
         pos, neg = A.clamp(min=0), A.clamp(max=0)
         bias = (pos * d + neg * c).flatten(2).sum(-1)
         return (pos * s_lo + neg * s_up,), bias
