@@ -72,6 +72,30 @@ def test_certified_bounds_cover_exact_and_sampled(chunk):
             assert bab.bound <= bab.root + 1e-12 and bab.root <= crown_ub + 1e-9
 
 
+def test_maxpool_as_relus_is_the_same_function_and_sound():
+    from verifriend.globalrob.maxpool import without_maxpool
+
+    gen = torch.Generator().manual_seed(5)
+    for k in range(2):
+        torch.manual_seed(k)
+        pool = nn.MaxPool2d(2, 2) if k % 2 else nn.MaxPool2d(3, 1)
+        model = nn.Sequential(nn.Conv2d(1, 1, 2), nn.ReLU(), pool, nn.Flatten(),
+                              nn.LazyLinear(2))
+        model(torch.zeros(1, 1, 5, 5))
+        graph = from_module(model, (1, 5, 5))
+        x = torch.rand(64, 1, 5, 5, generator=gen)
+        assert torch.allclose(without_maxpool(graph)(x), graph(x), atol=1e-6)
+        exact = twin_milp(graph, 0.1, 0)  # the MILP encodes the max pool natively
+        assert exact.status == "optimal"
+        for aware in (False, True):
+            problem = GlobalProblem.build(graph, 0.1, input_aware=aware)
+            assert float(crown_certificate(problem, [0])[0]) >= exact.value - TOL
+            if aware == bool(k):  # branch and bound on one relaxation per network
+                res = global_bab(problem, 0, settings=GlobalBabSettings(
+                    batch=2, iterations=3, root_iterations=3, max_domains=6))
+                assert res.bound >= exact.value - TOL
+
+
 def test_input_aware_is_never_looser_and_often_tighter():
     gen = torch.Generator().manual_seed(7)
     tighter = 0

@@ -31,6 +31,7 @@ from verifriend.bounds.crown import crown, crown_intervals
 from verifriend.bounds.graph import Graph
 from verifriend.bounds.ops import Interval
 from verifriend.errors import UserError
+from verifriend.globalrob.maxpool import without_maxpool
 
 
 @dataclass
@@ -38,7 +39,8 @@ class GlobalProblem:
     """One network, its input domain and delta, in the dtype the bounds are computed in.
 
     ``graph`` is the original network, ``domain`` the box X (each (1, *input shape)),
-    ``pre`` the bounds of every node of ``graph`` over X (input-aware), or None.
+    ``pre`` the bounds of every node of ``graph`` over X (input-aware), or None. Max pools
+    are written as ReLUs first (:mod:`verifriend.globalrob.maxpool`).
     """
 
     graph: Graph
@@ -55,7 +57,7 @@ class GlobalProblem:
             raise UserError(f"delta must be positive; got {delta}.")
         if not lo_v < hi_v:
             raise UserError(f"the domain {lo_v}:{hi_v} is empty; give LOW:HIGH with LOW < HIGH.")
-        g = graph.to(device=device, dtype=dtype)
+        g = without_maxpool(graph.to(device=device, dtype=dtype))
         lo = torch.full((1, *g.input_shape), float(lo_v), dtype=dtype, device=device)
         hi = torch.full_like(lo, float(hi_v))
         pre = None

@@ -16,6 +16,7 @@ from torch import Tensor
 from verifriend.bounds.crown import crown
 from verifriend.bounds.graph import Graph
 from verifriend.globalrob.difference import difference_graph
+from verifriend.globalrob.maxpool import without_maxpool
 
 
 def global_regularizer(graph: Graph, delta: float, domain: tuple[float, float] = (0.0, 1.0)
@@ -24,7 +25,7 @@ def global_regularizer(graph: Graph, delta: float, domain: tuple[float, float] =
     to every parameter ``graph`` references; build it with ``from_module(...,
     detach=False)``)."""
     lo, hi = domain
-    dgraph = difference_graph(graph, None)
+    dgraph = difference_graph(without_maxpool(graph), None)
     like = next(t for n in graph.nodes for t in vars(n).values() if isinstance(t, Tensor))
     box = torch.full((1, *graph.input_shape), min(delta, hi - lo), dtype=like.dtype,
                      device=like.device)
