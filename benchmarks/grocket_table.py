@@ -62,6 +62,37 @@ def run(models: dict[str, str], outputs: list[int], timeout: float, log: Path,
                   f"{row['domains']} domains", flush=True)
 
 
+def _accuracy(path: str) -> float:
+    """Clean accuracy (%) on the MNIST test set."""
+    import torch
+
+    from verifriend.app.loaded import load_model_file
+    from verifriend.data.datasets import load_dataset
+
+    m = load_model_file(path, "mnist")
+    ds = load_dataset("mnist")
+    with torch.no_grad():
+        pred = m.module(m.inputs(ds.x_test)).argmax(1)
+    return 100 * float((pred == ds.y_test).float().mean())
+
+
+def summary(log: Path, timeout: float, models: dict[str, str]) -> None:
+    """Per net: test accuracy and the mean bounds over its outputs (the regularizer's
+    comparison reads this)."""
+    rows = [r for r in _done(log).values() if r["timeout"] == timeout]
+    print("\n| net | test acc % | mean PGD lower | mean input-free | mean input-aware | "
+          "mean certified | max certified |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for net in sorted({r["net"] for r in rows}):
+        mine = [r for r in rows if r["net"] == net]
+        acc = f"{_accuracy(models[net]):.2f}" if net in models else "-"
+        mean = {k: sum(r[k] for r in mine) / len(mine)
+                for k in ("attack_lower", "input_free", "input_aware", "certified")}
+        print(f"| {net} | {acc} | {mean['attack_lower']:.3f} | {mean['input_free']:.3f} | "
+              f"{mean['input_aware']:.3f} | {mean['certified']:.3f} | "
+              f"{max(r['certified'] for r in mine):.3f} |")
+
+
 def report(log: Path, timeout: float) -> None:
     rows = [r for r in _done(log).values() if r["timeout"] == timeout]
     print(f"delta 2/255, {timeout:g} s per output (attack, bounds and BaB), 2 CPU cores\n")
@@ -146,6 +177,7 @@ def main() -> None:
         run(models, [int(j) for j in a.outputs.split(",")], a.timeout, log, a.batch)
     report(log, a.timeout)
     anytime(log, a.timeout)
+    summary(log, a.timeout, models)
     if a.plot:
         plot(log, a.timeout, a.out)
 
