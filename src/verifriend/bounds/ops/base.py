@@ -128,6 +128,13 @@ class Node:
             f"layer '{self.name}' ({self.kind}) has no difference rule for global robustness; "
             "it supports Linear, Conv, Affine, AvgPool, Add, shape layers and ReLU.")
 
+    def relu_form(self, first: int) -> list[Node] | None:
+        """The same function as nodes without this kind (the last one is its output), to be
+        placed from graph index ``first`` on; None when the node stays as it is. The max
+        pool writes itself with ReLUs for difference networks
+        (:mod:`verifriend.globalrob.maxpool`)."""
+        return None
+
     def initial_slopes(self, lower: Tensor, upper: Tensor) -> Tensor:
         """The slopes alpha-CROWN starts a ``branchable`` node's neurons from, given the
         bounds of its input: CROWN's adaptive choice for a ReLU (1 where ``upper > -lower``)."""

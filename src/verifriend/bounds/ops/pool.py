@@ -12,8 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from verifriend.bounds.ops.add import AddNode
+from verifriend.bounds.ops.affine import AffineNode
 from verifriend.bounds.ops.base import BackwardResult, Interval, MilpStep, Node, Pair, Shape
-from verifriend.bounds.ops.conv import conv_transpose
+from verifriend.bounds.ops.conv import Conv2dNode, conv_transpose
+from verifriend.bounds.ops.relu import ReLUNode
+from verifriend.errors import UnsupportedLayerError
 from verifriend.bounds.ops.milp_rows import INF, affine_rows, dense_map
 
 
@@ -74,6 +78,44 @@ class MaxPoolNode(Node):
 
     def backward(self, A: Tensor, ins, alpha) -> BackwardResult:
         return _backward_maxpool(self, A, ins)
+
+    def relu_form(self, first: int) -> list[Node]:
+        """The pool as a tree of ``max(t, r) = r + relu(t - r)`` (GROCKET, Sec. III-B3):
+        one-hot selection convolutions (stride of the pool) pick each window position, then
+        pairs are merged level by level. Unpadded, undilated pools only (a padded position
+        would be -inf)."""
+        if self.padding != (0, 0) or self.dilation != (1, 1) or self.extra != (0, 0):
+            raise UnsupportedLayerError(
+                f"max pool '{self.name}' is padded or dilated; only plain max pools can be "
+                "written as ReLUs for global robustness.")
+        nodes: list[Node] = []
+
+        def add(node: Node) -> int:
+            nodes.append(node)
+            return first + len(nodes) - 1
+
+        C, (kh, kw), shape = self.in_shape[0], self.kernel, self.shape
+        w0 = torch.empty(0)  # float32: the caller moves the nodes to the graph's dtype
+        level = []
+        for i in range(kh):
+            for j in range(kw):
+                w = w0.new_zeros(C, C, kh, kw)
+                w[torch.arange(C), torch.arange(C), i, j] = 1.0
+                level.append(add(Conv2dNode(
+                    inputs=self.inputs, shape=shape, name=f"{self.name}.pick{i}{j}", weight=w,
+                    bias=w.new_zeros(C), stride=self.stride, padding=(0, 0), dilation=(1, 1),
+                    in_shape=self.in_shape)))
+        one = w0.new_ones(C)
+        while len(level) > 1:
+            merged = []
+            for a, b in zip(level[::2], level[1::2]):  # max(a, b) = b + relu(a - b)
+                neg = add(AffineNode(inputs=(b,), shape=shape, name=f"{self.name}.neg",
+                                     scale=-one, shift=0 * one))
+                diff = add(AddNode(inputs=(a, neg), shape=shape, name=f"{self.name}.diff"))
+                r = add(ReLUNode(inputs=(diff,), shape=shape, name=f"{self.name}.relu"))
+                merged.append(add(AddNode(inputs=(b, r), shape=shape, name=f"{self.name}.max")))
+            level = merged + level[len(merged) * 2:]
+        return nodes
 
     def milp(self, step: MilpStep) -> None:
         l, u = step.in_bounds[0]
