@@ -16,9 +16,9 @@ from verifriend.bounds.ops.add import AddNode
 from verifriend.bounds.ops.affine import AffineNode
 from verifriend.bounds.ops.base import BackwardResult, Interval, MilpStep, Node, Pair, Shape
 from verifriend.bounds.ops.conv import Conv2dNode, conv_transpose
+from verifriend.bounds.ops.milp_rows import INF, affine_rows, dense_map
 from verifriend.bounds.ops.relu import ReLUNode
 from verifriend.errors import UnsupportedLayerError
-from verifriend.bounds.ops.milp_rows import INF, affine_rows, dense_map
 
 
 @dataclass(eq=False, kw_only=True)
