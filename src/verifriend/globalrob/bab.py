@@ -143,10 +143,10 @@ def global_bab(problem: GlobalProblem, output: int, floor: float = -math.inf,
             on_improve(*trace[-1])
 
     try:
-        root_ub, bounds, state = alpha_certificate(problem, [output], settings.root_iterations,
-                                                   deadline=deadline)
+        root = _root(problem, output, settings, deadline)
     except DeadlineExpired:  # no bound in time: nothing certified beyond the floor's caller
         return GlobalBabResult(math.inf, math.inf, 0, 0, False, trace)
+    root_ub, bounds, state = root
     root = float(root_ub[0])
     best = max(root, floor)
     report(best, 1)
@@ -182,6 +182,17 @@ def global_bab(problem: GlobalProblem, output: int, floor: float = -math.inf,
             report(best, domains)
     exhausted = not bool((leaves.ub > floor).any())
     return GlobalBabResult(best, root, domains, len(leaves), exhausted, trace)
+
+
+def _root(problem: GlobalProblem, output: int, settings: GlobalBabSettings,
+          deadline: Deadline):
+    """alpha-CROWN at the root with a third of the time left; if that runs out, CROWN's
+    slopes (no optimization), so that the search still gets its share."""
+    try:
+        return alpha_certificate(problem, [output], settings.root_iterations,
+                                 deadline=deadline.earlier(deadline.left() / 3))
+    except DeadlineExpired:
+        return alpha_certificate(problem, [output], 0, deadline=deadline)
 
 
 def _split(dgraph: Graph, dlo: Tensor, dhi: Tensor, root_iv, cur: _Leaves,
