@@ -102,8 +102,10 @@ def run_global(settings: GlobalSettings, show: Show | None = None) -> dict:
             "ratio": certified / attack.value if attack.value > 0 else math.inf,
             "time_s": time.monotonic() - start, "domains": res.domains,
             "exhausted": res.exhausted,
-            # seconds since the output's start (the attack included), bound, domains
-            "trace": [[offset + t, min(b, crown_best), d] for t, b, d in res.trace],
+            # seconds since the output's start (the attack included), bound, domains; the
+            # first point is CROWN's bound, known when the attack ends
+            "trace": [[offset, crown_best, 0]]
+            + [[offset + t, min(b, crown_best), d] for t, b, d in res.trace],
         }
         rows.append(row)
         show("done", row)
