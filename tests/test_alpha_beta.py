@@ -378,11 +378,12 @@ def test_warm_start_reproduces_parent_and_helps_children():
 def test_patch_and_dense_intermediate_rows_agree():
     """Patch-mode rows with window-shaped slopes compute the same bounds as dense rows,
     and at CROWN's slopes the re-bounded intermediates reproduce CROWN's."""
+    from verifriend.bounds import intermediate as inter
     from verifriend.bounds import optimizer as opt
 
     g, _, lo, hi, C = problem(conv_net(51), (1, 8, 8), 3, 2, 0.2, 52)
     p = opt.prepare_problem(g, lo, hi, C, None, False, 10**8)
-    rows = opt._plan_rows(g, p.intervals)
+    rows = inter.plan_rows(g, p.intervals)
     assert any(rw.groups is not None for rw in rows.values())
     gen = torch.Generator().manual_seed(53)
     dense_rows = {}
@@ -393,12 +394,12 @@ def test_patch_and_dense_intermediate_rows_agree():
         # the same neurons as dense rows: every domain takes all of them
         k = rw.neuron.shape[1]
         pick = torch.arange(2 * k).expand(rw.neuron.shape[0], -1)
-        dense = opt.IntermediateRows(rw.neuron, rw.keep, rw.neuron[0], pick)
+        dense = inter.IntermediateRows(rw.neuron, rw.keep, rw.neuron[0], pick)
         dense_rows[t] = dense
         # random slopes as dense maps; the patch slopes are their windows at each row
-        slopes = opt._inner_init(g, p, t, dense)
+        slopes = inter.inner_init(g, p, t, dense)
         slopes = {r: torch.rand(a.shape, generator=gen) for r, a in slopes.items()}
-        _, windows = opt.patch_geometry(g, t)
+        _, windows = inter.patch_geometry(g, t)
         L, R = rw.groups.channel.shape
         patch_slopes = {}
         for j, a in slopes.items():
@@ -408,16 +409,16 @@ def test_patch_and_dense_intermediate_rows_agree():
                     [torch.arange(l * R, l * R + R), k + torch.arange(l * R, l * R + R)]
                 )
                 maps = a[:, sel].flatten(0, 1)  # (D * 2R, C, H, W)
-                win = opt.window_rows(maps, windows[j], rw.groups.loc[l : l + 1])[:, 0]
+                win = inter.window_rows(maps, windows[j], rw.groups.loc[l : l + 1])[:, 0]
                 per_loc.append(win.view(a.shape[0], 2 * R, *win.shape[1:]))
             patch_slopes[j] = torch.stack(per_loc, 1)
-        got_dense = opt._inner_rows_bound(g, t, dense, p.intervals, slopes)
-        got_patch = opt._inner_rows_bound(g, t, rw, p.intervals, patch_slopes)
+        got_dense = inter.inner_rows_bound(g, t, dense, p.intervals, slopes)
+        got_patch = inter.inner_rows_bound(g, t, rw, p.intervals, patch_slopes)
         torch.testing.assert_close(got_patch, got_dense, atol=1e-5, rtol=1e-5)
     for chosen in (dense_rows, rows):
         p.inner_rows = chosen
-        _, _, inner = opt._initial_state(g, p, None, False)
-        ivs = opt._inner_intervals(g, p, inner)
+        _, _, inner, _ = opt._initial_state(g, p, None, False)
+        ivs = inter.inner_intervals(g, p, inner)
         for (a, b), (c, d) in zip(ivs, p.intervals):
             torch.testing.assert_close(a, c, atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(b, d, atol=1e-5, rtol=1e-5)

@@ -184,15 +184,16 @@ def test_the_optimizer_backward_pass_stops_at_the_deadline():
     machine) checks the deadline between layers: a deadline passing after the forward pass
     stops the backward pass."""
     from verifriend.bounds import optimizer as optimize
+    from verifriend.bounds.intermediate import plan_rows
 
     g = small_graph()
     lo, hi = outward_box(spec_of(g, 1.0), (4,))
     switch = _Switch()
     p = optimize.prepare_problem(g, lo, hi, None, None, False, 10**8)
-    p.inner_rows = optimize._plan_rows(g, p.intervals)
+    p.inner_rows = plan_rows(g, p.intervals)
     assert p.inner_rows  # there are unstable intermediate neurons with their own alphas
     p.deadline = switch
-    alphas, betas, inner = optimize._initial_state(g, p, None, False)
+    alphas, betas, inner, _ = optimize._initial_state(g, p, None, False)
     for d in (alphas, *inner.values()):
         for a in d.values():
             a.requires_grad_(True)

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from verifriend.bounds.crown import DEFAULT_MAX_ELEMENTS
 from verifriend.bounds.graph import Graph
+from verifriend.bounds.multineuron_terms import gamma_terms
 from verifriend.bounds.ops import Interval
 from verifriend.bounds.optimizer import OptState, optimize_bounds, prepare_problem
 from verifriend.bounds.relax import backsubstitute
@@ -79,8 +80,17 @@ def relu_output_coefficients(
     p = prepare_problem(graph, x_lower, x_upper, C, splits, state.bound_upper, DEFAULT_MAX_ELEMENTS,
                  known=intervals)
     terms = {r: -b * p.signs[r] for r, b in state.betas.items() if r in p.signs}
+    out_terms = None
+    if state.gammas:  # the multi-neuron rows' terms are part of the bound too
+        rows = {r: nr.to(dtype=x_lower.dtype, device=x_lower.device)
+                for r, nr in state.mnc.items()}
+        gammas = {r: g.to(x_lower.dtype) for r, g in state.gammas.items()}
+        out_terms, in_terms, _ = gamma_terms(graph, rows, gammas)
+        for r, t in in_terms.items():
+            terms[r] = terms[r] + t if r in terms else t
     recorded: dict[int, Tensor] = {}
     with torch.no_grad():
         backsubstitute(graph, len(graph.nodes) - 1, p.rows, p.intervals,
-                       lower_slopes=state.alphas, input_terms=terms, record=recorded)
+                       lower_slopes=state.alphas, input_terms=terms, output_terms=out_terms,
+                       record=recorded)
     return recorded

@@ -188,6 +188,8 @@ def crown_intervals(
     use_patches: bool = True,
     tighten: Callable[[int, Interval], Interval] | None = None,
     deadline: Deadline | None = None,
+    known: list[Interval] | None = None,
+    start: int = 0,
 ) -> list[Interval]:
     """Bounds of every node, with ReLU/MaxPool inputs tightened by CROWN and IBP.
 
@@ -196,7 +198,10 @@ def crown_intervals(
     shrink each node's bounds right after they are computed (beta-CROWN clamps
     split pre-activations there, so later layers see the split domain).
     ``deadline`` is checked before each node's back-substitution (raises
-    :class:`verifriend.deadline.DeadlineExpired`).
+    :class:`verifriend.deadline.DeadlineExpired`). ``known`` (bounds valid on the same
+    domains, e.g. a parent's) are intersected with every node's, and nodes before
+    ``start`` keep them without a back-substitution of their own (a child split in a
+    later layer: MN-BaB recomputes only the layers after the split).
     """
     base = base if base is not None else interval_pass(graph, x_lower, x_upper)
     plan = refinement_plan(graph)
@@ -204,8 +209,11 @@ def crown_intervals(
     clock = StepClock(deadline)
     for j, node in enumerate(graph.nodes[1:], 1):
         lo, up = interval_rule(node, [intervals[i] for i in node.inputs])
-        intervals.append((torch.maximum(lo, base[j][0]), torch.minimum(up, base[j][1])))
-        mode = plan.get(j)
+        lo, up = torch.maximum(lo, base[j][0]), torch.minimum(up, base[j][1])
+        if known is not None:
+            lo, up = torch.maximum(lo, known[j][0]), torch.minimum(up, known[j][1])
+        intervals.append((lo, up))
+        mode = plan.get(j) if j >= start else None
         if mode is not None:
             lo, up = intervals[j]
             rows = (up > lo) if mode == "all" else (lo < 0) & (up > 0)

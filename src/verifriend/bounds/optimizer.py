@@ -32,7 +32,6 @@ both are per row and agree. Results are intersected with CROWN's bound per row.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -40,27 +39,21 @@ import torch
 from torch import Tensor
 
 from verifriend.bounds.adam import Adam
-from verifriend.bounds.crown import (
-    DEFAULT_MAX_ELEMENTS,
-    crown_intervals,
-    identity_rows,
-    refinement_plan,
-    tighten_rows,
-)
+from verifriend.bounds.crown import DEFAULT_MAX_ELEMENTS, crown_intervals
 from verifriend.bounds.graph import Graph
 from verifriend.bounds.ibp import check_problem, interval_pass, pre_relu_bounds, spec_interval
-from verifriend.bounds.patches import (
-    RowGroups,
-    backsubstitute_patches,
-    group_rows,
-    patch_geometry,
-    sweep_rows,
-    window_rows,
+from verifriend.bounds.intermediate import (
+    IntermediateRows,
+    crown_slopes,
+    inner_init,
+    inner_intervals,
+    plan_rows,
 )
+from verifriend.bounds.multineuron_terms import gamma_terms, initial_gammas
 from verifriend.bounds.relax import Interval, backsubstitute, interval_rule
 from verifriend.bounds.result import Bounds
 from verifriend.bounds.splits import Splits
-from verifriend.deadline import Deadline, StepClock, check, gradient_check
+from verifriend.deadline import Deadline, StepClock
 from verifriend.errors import UserError
 
 
@@ -80,6 +73,10 @@ class OptState:
     # alphas (D, 2k, *shape of r) of those rows
     rows: dict[int, IntermediateRows] = dataclasses.field(default_factory=dict)
     inner: dict[int, dict[int, Tensor]] = dataclasses.field(default_factory=dict)
+    # multi-neuron constraints (MN-BaB): per ReLU node its rows (float64, shared by every
+    # domain) and their multipliers gammas (D, S, R) >= 0
+    mnc: dict = dataclasses.field(default_factory=dict)
+    gammas: dict[int, Tensor] = dataclasses.field(default_factory=dict)
 
     def select(self, index: Tensor) -> OptState:
         """The state of domains ``index`` (e.g. each child's parent)."""
@@ -89,6 +86,8 @@ class OptState:
             self.bound_upper,
             {t: rw.select(index) for t, rw in self.rows.items()},
             {t: {r: a[index] for r, a in d.items()} for t, d in self.inner.items()},
+            self.mnc,
+            {r: g[index] for r, g in self.gammas.items()},
         )
 
     def to(self, dtype: torch.dtype) -> OptState:
@@ -98,32 +97,7 @@ class OptState:
             alphas={r: a.to(dtype) for r, a in self.alphas.items()},
             betas={r: b.to(dtype) for r, b in self.betas.items()},
             inner={t: {r: a.to(dtype) for r, a in d.items()} for t, d in self.inner.items()},
-        )
-
-
-@dataclass
-class IntermediateRows:
-    """Which neurons of one intermediate node get optimized bounds, per domain.
-
-    ``neuron`` (D, k) are the flat neuron indices of each domain's rows, ``keep``
-    (D, k) is False on padding rows. Dense rows: ``idx`` (c,) is the union of the
-    neurons and ``pick`` (D, 2k) chooses each domain's rows among the identity rows
-    ``[e_idx; -e_idx]``. Patch rows: ``groups`` holds the union grouped by location,
-    shared by every domain (``neuron`` then lists ``groups.neurons``).
-    """
-
-    neuron: Tensor
-    keep: Tensor
-    idx: Tensor | None = None
-    pick: Tensor | None = None
-    groups: RowGroups | None = None
-
-    def select(self, index: Tensor) -> IntermediateRows:
-        return dataclasses.replace(
-            self,
-            neuron=self.neuron[index],
-            keep=self.keep[index],
-            pick=None if self.pick is None else self.pick[index],
+            gammas={r: g.to(dtype) for r, g in self.gammas.items()},
         )
 
 
@@ -140,6 +114,7 @@ class _Problem:
     tighten: Callable[[int, Interval], Interval] | None
     inner_rows: dict[int, IntermediateRows]
     deadline: Deadline | None = None  # checked between intermediate layers (both passes)
+    mnc: dict = dataclasses.field(default_factory=dict)  # multi-neuron rows, problem dtype
 
 
 def _empty_domains(intervals: list[Interval]) -> Tensor:
@@ -158,32 +133,6 @@ def _empty_domains(intervals: list[Interval]) -> Tensor:
     return empty
 
 
-def _plan_rows(graph: Graph, intervals: list[Interval]) -> dict[int, IntermediateRows]:
-    """Rows to optimize: the neurons CROWN refines that are still loose."""
-    out = {}
-    for t, mode in refinement_plan(graph).items():
-        lo, up = intervals[t]
-        wanted = ((up > lo) if mode == "all" else (lo < 0) & (up > 0)).flatten(1)
-        if not bool(wanted.any()):
-            continue
-        if patch_geometry(graph, t) is not None:
-            groups = group_rows(wanted.any(0), graph.nodes[t].shape)
-            neuron = groups.neurons(math.prod(graph.nodes[t].shape[1:]))
-            neuron = neuron.expand(wanted.shape[0], -1)
-            keep = groups.valid.flatten() & wanted.gather(1, neuron)
-            out[t] = IntermediateRows(neuron, keep, groups=groups)
-            continue
-        idx = wanted.any(0).nonzero().squeeze(1)
-        wanted = wanted[:, idx]
-        k = int(wanted.sum(1).max())
-        # per domain: its wanted rows first (stable sort), padded with other rows
-        order = torch.argsort((~wanted).to(torch.uint8), dim=1, stable=True)[:, :k]
-        keep = torch.arange(k, device=idx.device) < wanted.sum(1, keepdim=True)
-        pick = torch.cat([order, order + idx.numel()], 1)
-        out[t] = IntermediateRows(idx[order], keep, idx, pick)
-    return out
-
-
 def prepare_problem(
     graph: Graph,
     x_lower: Tensor,
@@ -195,6 +144,7 @@ def prepare_problem(
     inner_rows: dict[int, IntermediateRows] | None = None,
     known: list[Interval] | None = None,
     deadline: Deadline | None = None,
+    refine_from: int | None = None,
 ) -> _Problem:
     C = check_problem(graph, x_lower, x_upper, C)
     D = x_lower.shape[0]
@@ -203,10 +153,10 @@ def prepare_problem(
     tighten = splits.clamp_hook(graph) if splits is not None else None
     with torch.no_grad():
         base = interval_pass(graph, x_lower, x_upper)
-        if known is None:
+        if known is None or refine_from is not None:
             intervals = crown_intervals(
                 graph, x_lower, x_upper, max_elements=max_elements, base=base, tighten=tighten,
-                deadline=deadline,
+                deadline=deadline, known=known, start=refine_from or 0,
             )
         else:
             intervals = _reuse_intervals(graph, known, tighten)
@@ -238,16 +188,13 @@ def _reuse_intervals(graph: Graph, known: list[Interval], tighten) -> list[Inter
     return ivs
 
 
-def _crown_slopes(graph: Graph, intervals: list[Interval], r: int, S: int) -> Tensor:
-    lo, up = intervals[graph.nodes[r].inputs[0]]
-    return graph.nodes[r].initial_slopes(lo, up).unsqueeze(1).expand(-1, S, *lo.shape[1:]).clone()
-
-
 def _initial_state(graph: Graph, p: _Problem, warm: OptState | None, bound_upper: bool):
     D, S = p.intervals[0][0].shape[0], p.rows.shape[1]
     if warm is not None and warm.bound_upper != bound_upper:
         raise UserError("the warm-start state was optimized with a different bound_upper.")
     alphas, betas = {}, {}
+    gammas = initial_gammas(p.mnc, D, S, p.intervals[0][0],
+                            None if warm is None else warm.gammas)
     for r in graph.relu_nodes():
         lo = p.intervals[graph.nodes[r].inputs[0]][0]
         shape = (D, S, *lo.shape[1:])
@@ -259,81 +206,34 @@ def _initial_state(graph: Graph, p: _Problem, warm: OptState | None, bound_upper
                 )
             alphas[r] = warm.alphas[r].to(lo.dtype).clone()
         else:
-            alphas[r] = _crown_slopes(graph, p.intervals, r, S)
+            alphas[r] = crown_slopes(graph, p.intervals, r, S)
         if r in p.signs:
             if warm is not None and r in warm.betas:
                 betas[r] = warm.betas[r].to(lo.dtype).clone()
             else:
                 betas[r] = lo.new_zeros(shape)
     # intermediate alphas always start from CROWN's: a parent's rows are other neurons
-    inner = {t: _inner_init(graph, p, t, rw) for t, rw in p.inner_rows.items()}
-    return alphas, betas, inner
-
-
-def _inner_init(graph: Graph, p: _Problem, t: int, rw: IntermediateRows) -> dict[int, Tensor]:
-    """CROWN's slopes for the rows of node ``t``: dense maps, or windows in patch mode."""
-    if rw.groups is None:
-        S = rw.pick.shape[1]
-        return {r: _crown_slopes(graph, p.intervals, r, S) for r in graph.relu_nodes() if r < t}
-    chain, windows = patch_geometry(graph, t)
-    rows = 2 * rw.groups.channel.shape[1]
-    out = {}
-    for j in chain:
-        if graph.nodes[j].branchable:
-            lo, up = p.intervals[graph.nodes[j].inputs[0]]
-            init = graph.nodes[j].initial_slopes(lo, up)
-            m = window_rows(init, windows[j], rw.groups.loc).unsqueeze(2)
-            out[j] = m.expand(-1, -1, rows, -1, -1, -1).contiguous()
-    return out
-
-
-def _inner_intervals(graph: Graph, p: _Problem, inner: dict) -> list[Interval]:
-    """Bounds of every node with the intermediate rows re-bounded by their alphas.
-
-    Each new bound is intersected with the fixed CROWN bounds of the domain, so it
-    is sound and never looser; the split clamps are applied again.
-    """
-    ivs: list[Interval] = [p.intervals[0]]
-    for j, node in enumerate(graph.nodes[1:], 1):
-        lo, up = interval_rule(node, [ivs[i] for i in node.inputs])
-        lo, up = torch.maximum(lo, p.intervals[j][0]), torch.minimum(up, p.intervals[j][1])
-        rw = p.inner_rows.get(j)
-        if rw is not None:
-            check(p.deadline)
-            # (reads nodes < j only; checks the deadline at every node, forward and backward)
-            res = _inner_rows_bound(graph, j, rw, ivs, inner[j], p.deadline)
-            lf, uf = tighten_rows(lo.flatten(1), up.flatten(1), rw.neuron, rw.keep, res)
-            lo, up = lf.view_as(lo), uf.view_as(up)
-        if p.tighten is not None:
-            lo, up = p.tighten(j, (lo, up))
-        ivs.append((lo, up))
-    return ivs
-
-
-def _inner_rows_bound(graph: Graph, t: int, rw: IntermediateRows, ivs, slopes,
-                      deadline: Deadline | None = None) -> Tensor:
-    """Lower bounds (D, 2k) of the rows ``rw`` of node ``t`` with their own slopes."""
-    if rw.groups is not None:
-        chain, windows = patch_geometry(graph, t)
-        res = backsubstitute_patches(graph, chain, windows, rw.groups, ivs, lower_slopes=slopes)
-        if deadline is not None and res.requires_grad:
-            res.register_hook(gradient_check(deadline))  # the backward pass checks it too
-        return sweep_rows(res)
-    A = identity_rows(rw.idx, graph.nodes[t].shape, ivs[0][0])
-    return backsubstitute(graph, t, A, ivs, lower_slopes=slopes, select=rw.pick,
-                          deadline=deadline)
+    inner = {t: inner_init(graph, p, t, rw) for t, rw in p.inner_rows.items()}
+    return alphas, betas, inner, gammas
 
 
 def problem_lower(
-    graph: Graph, p: _Problem, alphas: dict, betas: dict, inner: dict | None = None
+    graph: Graph, p: _Problem, alphas: dict, betas: dict, inner: dict | None = None,
+    gammas: dict | None = None,
 ) -> Tensor:
     """Lower bounds (D, S) of the optimized rows for the given parameters."""
-    intervals = _inner_intervals(graph, p, inner) if inner else p.intervals
+    intervals = inner_intervals(graph, p, inner) if inner else p.intervals
     terms = {r: -b * p.signs[r] for r, b in betas.items()}
-    return backsubstitute(
+    out_terms, const = None, None
+    if gammas:
+        out_terms, in_terms, const = gamma_terms(graph, p.mnc, gammas)
+        for r, t in in_terms.items():
+            terms[r] = terms[r] + t if r in terms else t
+    lower = backsubstitute(
         graph, len(graph.nodes) - 1, p.rows, intervals, lower_slopes=alphas, input_terms=terms,
-        deadline=p.deadline,
+        output_terms=out_terms, deadline=p.deadline,
     )
+    return lower if const is None else lower + const
 
 
 def finish_bounds(
@@ -352,7 +252,7 @@ def finish_bounds(
     m = p.C.shape[1]
     last = len(graph.nodes) - 1
     with torch.no_grad():
-        intervals = _inner_intervals(graph, p, inner) if inner else p.intervals
+        intervals = inner_intervals(graph, p, inner) if inner else p.intervals
         both = torch.cat([p.C, -p.C], 1).reshape(p.C.shape[0], 2 * m, *graph.output_shape)
         crown_rows = backsubstitute(graph, last, both, p.intervals)
         lower, upper = crown_rows[:, :m], -crown_rows[:, m:]
@@ -387,6 +287,9 @@ def optimize_bounds(
     method: str = "alpha-crown",
     intervals: list[Interval] | None = None,
     deadline: Deadline | None = None,
+    mnc: dict | None = None,
+    lr_gamma: float = 0.01,
+    refine_from: int | None = None,
 ) -> tuple[Bounds, OptState]:
     """The shared engine of :func:`alpha_crown` and :func:`beta_crown` (see those).
 
@@ -395,27 +298,36 @@ def optimize_bounds(
     a step is not started when less than two of the slowest steps
     so far fit before it (one for the step, one for the float64 confirmation that a proof
     needs next, which costs about as much). Raises
-    :class:`verifriend.deadline.DeadlineExpired`."""
+    :class:`verifriend.deadline.DeadlineExpired`.
+
+    ``mnc`` (default: the warm start's) are multi-neuron rows per ReLU node
+    (:func:`verifriend.bounds.multineuron.build_rows`, valid on every domain): their
+    multipliers gamma >= 0 are optimized with learning rate ``lr_gamma`` (MN-BaB).
+    ``refine_from`` (with ``intervals``): CROWN recomputes the bounds of the nodes from
+    this one on, intersected with ``intervals`` (see :func:`crown_intervals`)."""
     if iterations < 0:
         raise UserError("iterations must be >= 0.")
     p = prepare_problem(
         graph, x_lower, x_upper, C, splits, bound_upper, max_elements, known=intervals,
-        deadline=deadline,
+        deadline=deadline, refine_from=refine_from,
     )
     if intermediate and iterations:
-        p.inner_rows = _plan_rows(graph, p.intervals)
-    alphas, betas, inner = _initial_state(graph, p, warm_start, bound_upper)
+        p.inner_rows = plan_rows(graph, p.intervals)
+    mnc = mnc if mnc is not None else ({} if warm_start is None else warm_start.mnc)
+    p.mnc = {r: nr.to(dtype=x_lower.dtype, device=x_lower.device) for r, nr in mnc.items()}
+    alphas, betas, inner, gammas = _initial_state(graph, p, warm_start, bound_upper)
     inner_params = [a for d in inner.values() for a in d.values()]
-    opt = _optimizer(alphas, betas, inner_params, iterations, lr, lr_beta, lr_decay)
+    opt = _optimizer(alphas, betas, inner_params, iterations, lr, lr_beta, lr_decay,
+                     gammas, lr_gamma)
     feasible = (~p.infeasible).to(x_lower.dtype).unsqueeze(1)
-    best = _Best.start(alphas, betas, inner)
+    best = _Best.start(alphas, betas, inner, gammas)
     clock = StepClock(deadline, reserve=1.0)
     for it in range(iterations + 1):
         clock.tick()  # stops before a step that would end after the deadline
         with torch.set_grad_enabled(opt is not None and it < iterations):
-            lb = problem_lower(graph, p, alphas, betas, inner)
+            lb = problem_lower(graph, p, alphas, betas, inner, gammas)
         with torch.no_grad():
-            best.update(lb.detach(), alphas, betas, inner, feasible, tol)
+            best.update(lb.detach(), alphas, betas, inner, feasible, tol, gammas)
         if it == iterations or opt is None or best.stalled >= patience:
             break
         # infeasible domains may hold meaningless values: keep them out of the gradient
@@ -426,22 +338,26 @@ def optimize_bounds(
         with torch.no_grad():  # projection: every iterate stays sound
             for a in (*alphas.values(), *inner_params):
                 a.clamp_(0.0, 1.0)
-            for b in betas.values():
+            for b in (*betas.values(), *gammas.values()):
                 b.clamp_(min=0.0)
     bounds = finish_bounds(graph, p, best.lower, bound_upper, method, best.inner)
-    state = OptState(best.alphas, best.betas, bound_upper, p.inner_rows, best.inner)
+    state = OptState(best.alphas, best.betas, bound_upper, p.inner_rows, best.inner, mnc,
+                     best.gammas)
     return bounds, state
 
 
 def _optimizer(alphas: dict, betas: dict, inner_params: list[Tensor], iterations: int,
-               lr: float, lr_beta: float | None, lr_decay: float) -> Adam | None:
+               lr: float, lr_beta: float | None, lr_decay: float, gammas: dict,
+               lr_gamma: float) -> Adam | None:
     """Adam over every parameter (now requiring gradients); None when nothing is optimized."""
-    params = [*alphas.values(), *betas.values(), *inner_params]
+    params = [*alphas.values(), *betas.values(), *inner_params, *gammas.values()]
     for t in params:
         t.requires_grad_(True)
     groups = [([*alphas.values(), *inner_params], lr)]
     if betas:
         groups.append((list(betas.values()), lr if lr_beta is None else lr_beta))
+    if gammas:
+        groups.append((list(gammas.values()), lr_gamma))
     return Adam(groups, decay=lr_decay) if params and iterations else None
 
 
@@ -453,21 +369,23 @@ class _Best:
     alphas: dict[int, Tensor]
     betas: dict[int, Tensor]
     inner: dict[int, dict[int, Tensor]]
+    gammas: dict[int, Tensor]
     lower: Tensor | None = None
     kept: Tensor | None = None
     stalled: int = 0
     last_total: float | None = None
 
     @classmethod
-    def start(cls, alphas: dict, betas: dict, inner: dict) -> _Best:
+    def start(cls, alphas: dict, betas: dict, inner: dict, gammas: dict) -> _Best:
         return cls(
             {r: a.detach().clone() for r, a in alphas.items()},
             {r: b.detach().clone() for r, b in betas.items()},
             {t: {r: a.detach().clone() for r, a in d.items()} for t, d in inner.items()},
+            {r: g.detach().clone() for r, g in gammas.items()},
         )
 
     def update(self, cur: Tensor, alphas: dict, betas: dict, inner: dict, feasible: Tensor,
-               tol: float) -> None:
+               tol: float, gammas: dict) -> None:
         """Take in the bound ``cur`` (D, S) of the current parameters (under no_grad)."""
         if self.kept is None:
             improved = torch.ones_like(cur, dtype=torch.bool)
@@ -479,7 +397,7 @@ class _Best:
         self.kept = cur.clone() if self.kept is None else torch.where(improved, cur, self.kept)
         # every iterate's bound is sound: report each row's best one
         self.lower = cur.clone() if self.lower is None else torch.maximum(self.lower, cur)
-        for src, dst in ((alphas, self.alphas), (betas, self.betas)):
+        for src, dst in ((alphas, self.alphas), (betas, self.betas), (gammas, self.gammas)):
             for r, v in src.items():
                 mask = improved.view(*improved.shape, *([1] * (v.dim() - 2)))
                 dst[r] = torch.where(mask, v.detach(), dst[r])

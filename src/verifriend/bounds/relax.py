@@ -57,6 +57,7 @@ def backsubstitute(
     *,
     lower_slopes: dict[int, Tensor] | None = None,
     input_terms: dict[int, Tensor] | None = None,
+    output_terms: dict[int, Tensor] | None = None,
     stop: Callable[[int], bool] | None = None,
     select: Tensor | None = None,
     record: dict[int, Tensor] | None = None,
@@ -74,6 +75,8 @@ def backsubstitute(
     ``j`` (alpha-CROWN). ``input_terms[j]`` (B, S, *shape of j's input) is added to
     the coefficients on node ``j``'s input after ``j``'s rule: beta-CROWN's split
     multipliers enter there (the caller makes sure the added term is sound).
+    ``output_terms[j]`` (B, S, *shape of j) is added to the coefficients on node ``j``
+    itself before its rule (multi-neuron constraints' ``gamma^T P^``).
     ``select`` (B, S') picks per batch element which of the S
     shared rows are wanted; shared rows stay batch-free (cheap) until the first
     node whose rule depends on the batch. ``record``, when given, receives the
@@ -85,6 +88,9 @@ def backsubstitute(
     bias: Tensor | None = None
     for j in range(start, -1, -1):
         a = pending.pop(j, None)
+        extra_out = output_terms.get(j) if output_terms else None
+        if extra_out is not None:
+            a = extra_out if a is None else a + extra_out
         if a is None:
             continue
         if deadline is not None:

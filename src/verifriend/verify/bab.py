@@ -18,8 +18,9 @@ out of memory halves it and retries.
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -32,50 +33,9 @@ from verifriend.bounds.optimizer import OptState
 from verifriend.bounds.relax import Interval
 from verifriend.bounds.splits import Splits
 from verifriend.deadline import Deadline, DeadlineExpired
-from verifriend.errors import UserError
-from verifriend.verify.branching import BRANCHING, branch, choose
-
-
-@dataclass(frozen=True)
-class BabConfig:
-    """Knobs of the ReLU branch and bound (defaults tuned on MNIST FC nets, 2 CPU cores);
-    each field's ``help`` and limits live in its ``metadata`` (:mod:`verifriend.options`)."""
-
-    batch: int = field(default=256, metadata={
-        "help": "most domains split per step (children: twice as many); the step size "
-                "starts at 8 and doubles while the time per domain holds", "min": 1})
-    iterations: int = field(default=10, metadata={
-        "help": "beta-CROWN optimization steps per batch", "min": 0})
-    lr_alpha: float = field(default=0.1, metadata={
-        "help": "beta-CROWN's learning rate of the alphas (relaxation slopes)",
-        "min": 0, "min_open": True})
-    lr_beta: float = field(default=0.05, metadata={
-        "help": "beta-CROWN's learning rate of the betas (split multipliers)",
-        "min": 0, "min_open": True})
-    branching: str = field(default="babsr", metadata={
-        "help": "branching heuristic: babsr (BaBSR scores) or fsb (filtered smart branching)",
-        "choices": BRANCHING})
-    fsb_candidates: int = field(default=3, metadata={
-        "help": "neurons per domain whose split fsb bounds before choosing one", "min": 1})
-    max_domains: int = field(default=2_000_000, metadata={
-        "help": "give up (unknown) after bounding this many domains", "min": 1})
-    exact_unstable: int = field(default=8, metadata={
-        "help": "a domain with at most this many unstable ReLUs goes to an exact MILP "
-                "instead of being split (a first limit, adapted to the MILPs' times)",
-        "min": 0})
-
-    def __post_init__(self) -> None:
-        from verifriend.options import check_fields
-
-        check_fields(self)
-
-    def check(self) -> None:
-        if self.branching not in BRANCHING:
-            raise UserError(
-                f"unknown branching '{self.branching}'; choose one of {', '.join(BRANCHING)}."
-            )
-        if self.batch < 1 or self.iterations < 0:
-            raise UserError("batch must be >= 1 and iterations >= 0.")
+from verifriend.verify.bab_budget import BatchSizer, CandidateAttack, LeafBudget
+from verifriend.verify.bab_config import BabConfig
+from verifriend.verify.branching import branch, choose, split_costs
 
 
 @dataclass
@@ -115,10 +75,13 @@ def _cat_pools(a: _Pool | None, b: _Pool) -> _Pool:
         Splits({r: torch.cat([a.splits.signs[r], b.splits.signs[r]]) for r in a.splits.signs}),
         torch.cat([a.lower, b.lower]),
         [(torch.cat([x[0], y[0]]), torch.cat([x[1], y[1]])) for x, y in zip(a.intervals, b.intervals)],
-        OptState(
-            {r: torch.cat([a.state.alphas[r], b.state.alphas[r]]) for r in a.state.alphas},
-            {r: torch.cat([a.state.betas[r], b.state.betas[r]]) for r in a.state.betas},
-            a.state.bound_upper,
+        dataclasses.replace(
+            a.state,
+            alphas={r: torch.cat([a.state.alphas[r], b.state.alphas[r]]) for r in a.state.alphas},
+            betas={r: torch.cat([a.state.betas[r], b.state.betas[r]]) for r in a.state.betas},
+            gammas={r: torch.cat([a.state.gammas[r], b.state.gammas[r]])
+                    for r in a.state.gammas},
+            rows={}, inner={},
         ),
     )
 
@@ -159,7 +122,7 @@ def _full_betas(graph: Graph, state: OptState, D: int) -> OptState:
         if r not in betas:
             a = state.alphas[r]
             betas[r] = a.new_zeros(D, S, *a.shape[2:])
-    return OptState(state.alphas, betas, state.bound_upper)
+    return dataclasses.replace(state, betas=betas, rows={}, inner={})
 
 
 def relu_bab(
@@ -225,8 +188,8 @@ def _search(graph, x_lower, x_upper, clause, margin, pool: _Pool | None, root64,
     domains with the worst margins (:func:`_step`) and puts the open children back."""
     domains = leaves = undecided = 0
     leaf_budget = LeafBudget(config.exact_unstable, floor=config.exact_unstable)
-    candidates = None if attack is None else _CandidateAttack(attack)
-    sizer = _BatchSizer(config.batch)
+    candidates = None if attack is None else CandidateAttack(attack)
+    sizer = BatchSizer(config.batch)
     while pool is not None and len(pool):
         now = time.monotonic()
         if now > deadline.at or (sizer.rate is not None and deadline.at - now < sizer.rate):
@@ -266,41 +229,6 @@ def _search(graph, x_lower, x_upper, clause, margin, pool: _Pool | None, root64,
             on_progress(domains, 0 if pool is None else len(pool), worst)
     # a leaf the LP could not decide (a near-tie) leaves the answer open
     return BabOutcome("unknown" if undecided else "unsat", domains, leaves)
-
-
-class _BatchSizer:
-    """How many domains the next step splits. Starts small and doubles while the time per
-    domain does not grow by more than a quarter (on CPU a large batch of conv domains can
-    cost several times more per domain: 0.07 s at 32 domains, 0.18 s at 128 on verivital's
-    avg-pool net), never above ``limit``, halved on out-of-memory, and never so large that
-    the step would end far past the deadline."""
-
-    def __init__(self, limit: int):
-        self.limit, self.batch, self.growing = limit, min(limit, 8), True
-        self.rate: float | None = None  # seconds per domain of the best size so far
-
-    def size(self, left: float) -> int:
-        if self.rate is None or self.rate <= 0:
-            return self.batch
-        return max(1, min(self.batch, int(left / self.rate)))
-
-    def record(self, n: int, seconds: float) -> None:
-        rate = seconds / max(n, 1)
-        if n < self.batch:  # a step cut short by the deadline or a small pool says little
-            self.rate = rate if self.rate is None else self.rate
-            return
-        if self.growing and (self.rate is None or rate <= 1.25 * self.rate):
-            self.rate = rate if self.rate is None else min(self.rate, rate)
-            if self.batch >= self.limit:
-                self.growing = False
-            self.batch = min(self.limit, self.batch * 2)
-        elif self.growing:
-            self.growing, self.batch = False, max(1, self.batch // 2)
-        else:
-            self.rate = rate
-
-    def out_of_memory(self, n: int) -> None:
-        self.growing, self.batch = False, max(1, n // 2)
 
 
 def _minimizers(coef: Tensor, lo: Tensor, hi: Tensor, lower: Tensor, clause: Tensor) -> Tensor:
@@ -343,7 +271,7 @@ def _child_state(graph, cur: _Pool, coefs: dict[int, Tensor], nodes, neurons,
         flat[pick, :, idx] = a * alpha  # z <= 0 children come first
         flat[pick + D, :, idx] = a * (1 - alpha)
         betas[r] = flat.view_as(betas[r])
-    return OptState(warm.alphas, betas, warm.bound_upper)
+    return dataclasses.replace(warm, betas=betas)
 
 
 def unstable_count(graph: Graph, intervals: list[Interval]) -> Tensor:
@@ -355,63 +283,6 @@ def unstable_count(graph: Graph, intervals: list[Interval]) -> Tensor:
     return n
 
 
-LEAF_SHARE = 0.25  # of the time, at most, in exact leaves chosen before full splitting
-ATTACK_SHARE = 0.1  # of the time, at most, in PGD from the bounds' minimizers
-ATTACK_STEPS = 20
-ATTACK_STARTS = 16  # the worst domains' minimizers that PGD starts from
-
-
-class _CandidateAttack:
-    """Counterexample search inside branch and bound: every batch's minimizers are checked
-    in float64; PGD runs from the worst ones while it has used at most ATTACK_SHARE."""
-
-    def __init__(self, attack):
-        self.attack, self.start, self.spent = attack, time.monotonic(), 0.0
-
-    def __call__(self, xs: Tensor):
-        t0 = time.monotonic()
-        hit = self.attack(xs, 0)
-        if hit is None and self.spent <= ATTACK_SHARE * (t0 - self.start):
-            hit = self.attack(xs[:ATTACK_STARTS], ATTACK_STEPS)
-        self.spent += time.monotonic() - t0
-        return hit
-
-
-@dataclass
-class LeafBudget:
-    """When a domain that still has unstable ReLUs goes to an exact MILP (a binary each)
-    instead of being split: when it has at most ``unstable`` of them and the leaves so
-    far took at most ``share`` of the elapsed time. Near a tie an exact leaf saves a whole
-    subtree; on small networks a MILP with a few dozen binaries beats splitting outright,
-    while on large ones a single leaf can take seconds. So the limit adapts: it grows
-    while such leaves take under ``FAST`` seconds and halves when one takes over ``SLOW``.
-    """
-
-    unstable: int = 8
-    share: float = LEAF_SHARE
-    floor: int = 8
-    ceiling: int = 64
-    start: float = field(default_factory=time.monotonic)
-    spent: float = 0.0
-
-    FAST = 0.05
-    SLOW = 0.5
-
-    def open(self, now: float) -> bool:
-        """Whether exact leaves may be started now (the time share is not used up)."""
-        return self.spent <= self.share * (now - self.start)
-
-    def record(self, seconds: float, early: bool = True) -> None:
-        """Account one leaf; ``early``: chosen by the limit (not a fully split domain)."""
-        self.spent += seconds
-        if not early:
-            return
-        if seconds < self.FAST:
-            self.unstable = min(self.ceiling, self.unstable + 2)
-        elif seconds > self.SLOW:
-            self.unstable = max(self.floor, self.unstable // 2)
-
-
 def _step(graph, x_lower, x_upper, cur: _Pool, margin, config: BabConfig, exact_leaf,
           root_intervals64, leaves: LeafBudget | None = None, deadline=None, clause=None,
           attack=None):
@@ -421,8 +292,10 @@ def _step(graph, x_lower, x_upper, cur: _Pool, margin, config: BabConfig, exact_
     D = len(cur)
     rows = (cur.lower <= 0).to(cur.lower.dtype)
     lo1, hi1 = x_lower.expand(D, *x_lower.shape[1:]), x_upper.expand(D, *x_upper.shape[1:])
+    costs = split_costs(graph, cur.intervals, rows.shape[1]) if config.cab else None
     nodes, neurons, ok = choose(graph, lo1, hi1, cur.intervals, rows, cur.splits, margin,
-                                method=config.branching, candidates=config.fsb_candidates)
+                                method=config.branching, candidates=config.fsb_candidates,
+                                state=cur.state, costs=costs)
     n_exact = n_open = 0
     full = ~ok  # every unstable neuron split
     if exact_leaf is not None and leaves is not None and leaves.open(time.monotonic()):
@@ -461,11 +334,14 @@ def _step(graph, x_lower, x_upper, cur: _Pool, margin, config: BabConfig, exact_
         if hit is not None:
             return 0, BabOutcome("sat", 0, 0, hit), n_exact, n_open
     warm = _child_state(graph, cur, coefs, nodes, neurons, parent)
+    # the layers up to the earliest split of the batch keep the parent's bounds (clamped)
+    refine_from = int(nodes.min()) if config.recompute_intermediate else None
     b, state = beta_crown(
         graph, lo2, hi2, None, kids, warm_start=warm,
         iterations=config.iterations, lr=config.lr_alpha, lr_beta=config.lr_beta,
-        intermediate=False, intervals=[(lo[parent], up[parent]) for lo, up in cur.intervals],
-        deadline=deadline,
+        lr_gamma=config.lr_gamma, intermediate=False,
+        intervals=[(lo[parent], up[parent]) for lo, up in cur.intervals],
+        refine_from=refine_from, deadline=deadline,
     )
     state = _full_betas(graph, state, 2 * D)
     proved = margin(b.lower) > 0
@@ -476,8 +352,10 @@ def _step(graph, x_lower, x_upper, cur: _Pool, margin, config: BabConfig, exact_
         n = check.numel()
         root64 = [(lo.expand(n, *lo.shape[1:]), up.expand(n, *up.shape[1:]))
                   for lo, up in root_intervals64]
+        # (recomputed children: float64 recomputes every layer from the root's bounds)
         holds = proof_holds(graph, lo2[check], hi2[check], None, state.select(check),
-                            kids.select(check), intervals=root64, deadline=deadline)
+                            kids.select(check), intervals=root64, deadline=deadline,
+                            refine_from=1 if refine_from is not None else None)
         lower64 = torch.where(holds, 1.0, -1.0).to(b.lower.dtype)
         proved[check] = margin(lower64) > 0
     open_ = (~proved).nonzero().squeeze(1)

@@ -11,18 +11,26 @@ rank neurons with positive coefficients (their lower slope is loose too).
 FSB (filtered smart branching, De Palma et al. 2021) takes the best few BaBSR
 candidates per domain, bounds both children of each with one cheap CROWN pass,
 and keeps the candidate whose worse child is best.
+
+ACS and CAB are MN-BaB's (Ferrari et al., ICLR 2022, Section 3.2): the active constraint
+score reads the multipliers of the multi-neuron rows, and cost adjusted branching divides
+a score by the cost of the bound recomputation its split causes.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
+from verifriend.bounds.crown import refinement_plan
 from verifriend.bounds.graph import Graph
+from verifriend.bounds.multineuron_terms import acs_scores
 from verifriend.bounds.relax import Interval, backsubstitute
 from verifriend.bounds.splits import Splits
 
-BRANCHING = ("babsr", "fsb")
+BRANCHING = ("babsr", "fsb", "acs")
 
 
 def babsr_scores(
@@ -53,6 +61,44 @@ def babsr_scores(
         score = score + 1e-8 * intercept
         scores[r] = torch.where(unstable, score, float("-inf"))
     return scores
+
+
+ACS_FLOOR = 1e-9  # a domain whose active constraint scores are all below this uses BaBSR
+
+
+def acs_or_babsr(graph: Graph, intervals: list[Interval], rows: Tensor, splits: Splits,
+                 state) -> dict[int, Tensor]:
+    """Active constraint scores (MN-BaB, Eq. 6) of the unstable unsplit neurons, per domain;
+    BaBSR's scores in domains where every ACS score is ~0 (no multi-neuron row active).
+    ``state`` is the domains' :class:`verifriend.bounds.optimizer.OptState`."""
+    babsr = babsr_scores(graph, intervals, rows, splits)
+    acs = acs_scores(graph, state.mnc, state.gammas) if state.gammas else {}
+    D = rows.shape[0]
+    best = torch.zeros(D, dtype=intervals[0][0].dtype, device=rows.device)
+    masked = {}
+    for r, s in babsr.items():
+        a = acs.get(r)
+        a = torch.zeros_like(s) if a is None else a.to(s.dtype)
+        masked[r] = torch.where(torch.isfinite(s), a, float("-inf"))
+        best = torch.maximum(best, masked[r].amax(1).clamp(min=0))
+    use = (best > ACS_FLOOR).unsqueeze(1)
+    return {r: torch.where(use, masked[r], s) for r, s in babsr.items()}
+
+
+def split_costs(graph: Graph, intervals: list[Interval], m: int) -> dict[int, float]:
+    """Per ReLU node, the estimated cost (multiply-adds) of bounding a child split there
+    when the layers after the split are recomputed: every refined node ``t`` after it
+    back-substitutes two rows per unstable neuron through the nodes before it, and the
+    ``m`` spec rows go through all of them (MN-BaB's cost model: operation counts)."""
+    sizes = [math.prod(n.shape) for n in graph.nodes]
+    before = [sum(sizes[: j + 1]) for j in range(len(sizes))]
+    refine = {}
+    for t, mode in refinement_plan(graph).items():
+        lo, up = intervals[t]
+        wanted = (up > lo) if mode == "all" else (lo < 0) & (up > 0)
+        refine[t] = 2 * float(wanted.flatten(1).sum(1).float().mean()) * before[t]
+    final = 2 * m * before[-1]
+    return {r: final + sum(c for t, c in refine.items() if t > r) for r in graph.relu_nodes()}
 
 
 def top_candidates(scores: dict[int, Tensor], k: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -99,15 +145,24 @@ def choose(
     *,
     method: str = "babsr",
     candidates: int = 3,
+    state=None,
+    costs: dict[int, float] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One (node, neuron) to split per domain: returns node ids (D,), neuron ids (D,) and
     ``ok`` (D,) False where no unstable unsplit neuron is left.
 
     ``margin(lower (N, m)) -> (N,)`` scores a child's bounds (higher is closer to
-    proved); FSB uses it to compare candidates by their worse child.
+    proved); FSB uses it to compare candidates by their worse child. ``state`` (the
+    domains' optimizer state) feeds ACS; ``costs`` (:func:`split_costs`), when given,
+    divide every score (CAB).
     """
-    scores = babsr_scores(graph, intervals, rows, splits)
-    if method == "babsr":
+    if method == "acs":
+        scores = acs_or_babsr(graph, intervals, rows, splits, state)
+    else:
+        scores = babsr_scores(graph, intervals, rows, splits)
+    if costs is not None:
+        scores = {r: s / costs[r] for r, s in scores.items()}
+    if method != "fsb":
         nodes, neurons, best = top_candidates(scores, 1)
         return nodes[:, 0], neurons[:, 0], torch.isfinite(best[:, 0])
     # imported here: the optimizer is only needed for FSB

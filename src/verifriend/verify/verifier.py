@@ -43,9 +43,10 @@ from verifriend.bounds.graph import Graph
 from verifriend.bounds.ibp import ibp
 from verifriend.deadline import Deadline, DeadlineExpired
 from verifriend.specs.spec import Spec
-from verifriend.verify.bab import BabConfig, clause_margin, relu_bab, unstable_count
+from verifriend.verify.bab import BabConfig, BabOutcome, clause_margin, relu_bab, unstable_count
 from verifriend.verify.input_split import input_bab
 from verifriend.verify.milp import encodable
+from verifriend.verify.mnc_root import multineuron_root
 from verifriend.verify.result import Verdict
 
 F64 = torch.float64
@@ -250,6 +251,7 @@ def verify_spec(
                           progress or (lambda msg: None), state)
     except DeadlineExpired:
         verdict = Verdict("timeout", 0.0, state["stage"], state["domains"])
+    verdict.details.update({k: state[k] for k in ("mnc_seconds", "mnc_rows") if k in state})
     verdict.time_s = time.monotonic() - start
     if verdict.status in ("sat", "unsat") and deadline.expired():
         # reached, but too late: a verdict after the deadline is a timeout
@@ -395,6 +397,22 @@ class _Run:
         self.say(f"box {box.k}: alpha-CROWN margin {margin:.4g}")
         return a, opt_state, a64
 
+    def multineuron(self, box: _Box, a, opt_state, a64):
+        """MN-BaB's root: multi-neuron rows, then alphas and gammas (:mod:`.mnc_root`).
+        None when that proves the box in float64, else its (bounds, state, float64 bounds)."""
+        self.state["stage"] = "mnc"
+        root = multineuron_root(box.gs, box.lo, box.hi, a, opt_state, a64, self.cfg.bab,
+                                deadline=self.deadline)
+        self.state["mnc_seconds"] = self.state.get("mnc_seconds", 0.0) + root.seconds
+        self.state["mnc_rows"] = self.state.get("mnc_rows", 0) + root.rows
+        if box.proved(root.bounds64.lower):
+            self.say(f"box {box.k}: proved by multi-neuron constraints at the root")
+            return None
+        margin = float(clause_margin(root.bounds.lower, box.clause, box.n_clauses))
+        self.say(f"box {box.k}: {root.rows} multi-neuron rows in {root.seconds:.2f} s, "
+                 f"margin {margin:.4g}")
+        return root.bounds, root.state, root.bounds64
+
     def bab(self, box: _Box, a, opt_state, a64, leaf, check):
         """Branch and bound on the box: input splitting for few inputs (or no ReLUs), else
         ReLU splitting from alpha-CROWN's bounds and state."""
@@ -408,6 +426,11 @@ class _Run:
                              batch=cfg.input_batch,
                              exact_leaf=None if leaf is None else
                              lambda blo, bhi, sec, leaf=leaf: leaf(None, sec, box=(blo, bhi)))
+        if cfg.bab.mnc:
+            root = self.multineuron(box, a, opt_state, a64)
+            if root is None:
+                return BabOutcome("unsat", 0, 0)
+            a, opt_state, a64 = root
         # BaB keeps CROWN's intermediate bounds and the final-layer alphas
         return relu_bab(
             box.gs, box.lo, box.hi, box.clause, a.lower, a.intervals, opt_state,
