@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from verifriend.app.config import verifier_config
 from verifriend.app.vnncomp import Instance, read_instances, run_instance
 from verifriend.errors import UserError
 
@@ -89,7 +90,8 @@ def allowance(timeout: float) -> float:
 KILL_AFTER = 60.0
 
 
-def run_process(inst: Instance, timeout: float) -> tuple[dict, tuple | None]:
+def run_process(inst: Instance, timeout: float,
+                options: list[str] = ()) -> tuple[dict, tuple | None]:
     """Run `verifriend vnncomp` on ``inst`` in a new process, as a VNN-COMP harness does.
 
     Returns the record's fields (status, wall-clock time of the whole process, overrun)
@@ -103,6 +105,8 @@ def run_process(inst: Instance, timeout: float) -> tuple[dict, tuple | None]:
         out = Path(tmp) / "result.txt"
         cmd += ["vnncomp", str(inst.onnx), str(inst.vnnlib), "--timeout", repr(timeout),
                 "--out", str(out)]
+        for opt in options:
+            cmd += ["--set", opt]
         start = time.monotonic()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
@@ -121,18 +125,21 @@ def run_process(inst: Instance, timeout: float) -> tuple[dict, tuple | None]:
     return rec, (None if x is None else (x.numpy(), None if y is None else y.numpy()))
 
 
-def run_one(inst: Instance, timeout_scale: float, in_process: bool = False) -> dict:
+def run_one(inst: Instance, timeout_scale: float, in_process: bool = False,
+            options: list[str] = ()) -> dict:
     """Verify one instance and classify the answer against the ground truth."""
     timeout = inst.timeout_s * timeout_scale
     rec = {"key": _key(inst), "benchmark": inst.benchmark, "onnx": inst.onnx.name,
            "vnnlib": inst.vnnlib.name, "timeout_s": timeout,
            "truth": inst.verdict or "unknown",
            "abcrown2021_verdict": inst.extra.get("abcrown2021_verdict", ""),
-           "abcrown2021_time_s": _float(inst.extra.get("abcrown2021_time_s"))}
+           "abcrown2021_time_s": _float(inst.extra.get("abcrown2021_time_s")),
+           "options": list(options)}
     cex = None
     if in_process:
         try:
-            v = run_instance(inst.onnx, inst.vnnlib, timeout)
+            v = run_instance(inst.onnx, inst.vnnlib, timeout,
+                             config=verifier_config(None, list(options)) if options else None)
             rec.update(status=v.status, time_s=v.time_s, stage=v.stage, domains=v.domains,
                        overrun_s=v.time_s - timeout)
             if v.counterexample is not None:
@@ -143,7 +150,7 @@ def run_one(inst: Instance, timeout_scale: float, in_process: bool = False) -> d
             if not isinstance(e, UserError):
                 rec["traceback"] = traceback.format_exc()
     else:
-        fields, cex = run_process(inst, timeout)
+        fields, cex = run_process(inst, timeout, options)
         rec.update(fields)
     truth = rec["truth"]
     if rec["status"] == "sat":
@@ -269,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout-scale", type=float, default=1.0, help="multiply each instance's timeout")
     ap.add_argument("--jsonl", type=Path, default=None,
                     help="append one JSON line per finished instance; skip instances already in it")
+    ap.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                    help="a verifier option for every instance, as `verifriend vnncomp --set` "
+                         "takes it (e.g. --set bab.mnc=true); repeatable")
     ap.add_argument("--in-process", action="store_true",
                     help="verify in this process (no start-up counted) instead of one "
                          "`verifriend vnncomp` process per instance")
@@ -282,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: the complete verifier cannot be imported ({e}).", file=sys.stderr)
         return 2
     try:
+        verifier_config(None, args.options or None)  # a bad option fails before any run
         instances = []
         for name in args.benchmarks:
             insts = read_instances(args.root / name)
@@ -298,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         if rec is not None:
             _print_row(rec, resumed=True)
         else:
-            rec = run_one(inst, args.timeout_scale, args.in_process)
+            rec = run_one(inst, args.timeout_scale, args.in_process, args.options)
             _print_row(rec)
             if args.jsonl:
                 with args.jsonl.open("a") as f:

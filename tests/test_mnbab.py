@@ -10,7 +10,10 @@ import dataclasses
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_alpha_beta import conv_net, fc_net, problem
+from test_verifier import clause_minima, oracle, small_net
 
 from verifriend.bounds.alpha_crown import alpha_crown
 from verifriend.bounds.beta_crown import beta_crown
@@ -162,3 +165,54 @@ def test_recomputed_children_are_never_looser_than_kept_bounds():
         tighter |= bool((l2 > l1 + 1e-4).any()) or bool((u2 < u1 - 1e-4).any())
     assert tighter
     assert bool((new.lower >= kept.lower - 1e-5).all())
+
+
+@settings(max_examples=40, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), n_in=st.integers(2, 6),
+       hidden=st.lists(st.integers(6, 12), min_size=2, max_size=3),
+       arm=st.sampled_from(range(3)))
+def test_mnbab_branch_and_bound_matches_milp(seed, n_in, hidden, arm):
+    """MN-BaB alone (rows at the root, gammas in every domain; BaBSR, ACS, or ACS + CAB with
+    recomputed intermediate bounds) right after CROWN, on boxes too wide for CROWN: its
+    answer equals the exact MILP's."""
+    from verifriend.bounds.frontends.torch import from_module
+    from verifriend.deadline import Deadline
+    from verifriend.specs.spec import Spec
+    from verifriend.verify.attack import check_points, falsify
+    from verifriend.verify.bab import relu_bab
+    from verifriend.verify.mnc_root import multineuron_root
+    from verifriend.verify.verifier import VerifierConfig, _exact_leaf, outward_box
+
+    net = small_net(seed, n_in, tuple(hidden), 3)
+    graph = from_module(net, (n_in,))
+    x = torch.rand(n_in, generator=torch.Generator().manual_seed(seed))
+    label = int(net(x.unsqueeze(0)).argmax())
+    spec = Spec.linf_robustness(x, label, 1.0, 3, lo=-10.0, hi=10.0)
+    truth = oracle(graph, spec)
+    C, d, clause = spec.to_spec_matrix()
+    gs = graph.with_output_map(C.float(), d.float())
+    lo, hi = outward_box(spec, (n_in,))
+    g64 = graph.to(dtype=F64)
+    bab = [BabConfig(batch=4, iterations=3, mnc=True),
+           BabConfig(batch=4, iterations=3, mnc=True, branching="acs"),
+           BabConfig(batch=4, iterations=3, mnc=True, branching="acs", cab=True,
+                     recompute_intermediate=True)][arm]
+    cfg = VerifierConfig(bab=bab)
+    deadline = Deadline.after(30)
+    leaf = _exact_leaf(gs, spec, lo, hi, clause, cfg, lambda xs: check_points(g64, spec, xs),
+                       deadline)
+    a, state = alpha_crown(gs, lo, hi, None, iterations=0, intermediate=False)
+    a64 = confirm_bound(gs, lo, hi, None, state)
+    root = multineuron_root(gs, lo, hi, a, state, a64, bab, deadline=deadline)
+    out = relu_bab(gs, lo, hi, clause, root.bounds.lower, root.bounds.intervals, root.state,
+                   deadline=deadline, config=bab, exact_leaf=leaf,
+                   root_intervals64=root.bounds64.intervals,
+                   attack=lambda xs, steps: falsify(graph, spec, candidates=xs, steps=steps,
+                                                    restarts=0, graph64=g64))
+    if out.status == "timeout":  # only a near-tie may run out of time (see test_verifier)
+        assert bool((clause_minima(graph, spec).abs() < 1e-3).any()), out
+        return
+    assert out.status == truth, (out, truth)
+    if out.status == "sat":
+        assert spec.is_violated(g64(out.x[0].view(1, -1))[0])

@@ -73,6 +73,15 @@ N_RANDOM_NETWORKS = 500
 # speed); only near-ties of AND-clauses may use it all up
 TIMEOUT = 120
 _decided: list[tuple[str, str]] = []  # (status, stage)
+_mnc: list[int] = []  # multi-neuron rows built, per property that reached MN-BaB's root
+# three of four properties run with multi-neuron constraints (MN-BaB), the fourth with the
+# default branch and bound
+MNBAB_ARMS = [
+    {},
+    {"mnc": True},
+    {"mnc": True, "branching": "acs"},
+    {"mnc": True, "branching": "acs", "cab": True, "recompute_intermediate": True},
+]
 
 
 # derandomized: CI checks the same 500 cases every run (a timeout allowed on a near-tie
@@ -110,8 +119,11 @@ def _verdict_matches_milp(seed, n_in, hidden, n_out, eps, kind, n_clauses, rows,
     # arithmetic; it must still never get the wrong answer
     tie = bool((minima.abs() < 1e-5).any())
     cfg = VerifierConfig(input_split_dims=0 if splitter == "relu" else 100,
-                         bab=BabConfig(batch=8, iterations=5), milp_unstable=0)
+                         bab=BabConfig(batch=8, iterations=5, **MNBAB_ARMS[seed % 4]),
+                         milp_unstable=0)
     v = verify_spec(graph, [spec], (n_in,), timeout=TIMEOUT, config=cfg)
+    if "mnc_rows" in v.details:
+        _mnc.append(v.details["mnc_rows"])
     if v.status in ("timeout", "unknown"):
         # One-row clauses are decided (ReLU splitting ends in exact leaves; input splitting
         # too, but for ties). A clause of several rows is excluded from a domain only when
@@ -131,12 +143,19 @@ def _verdict_matches_milp(seed, n_in, hidden, n_out, eps, kind, n_clauses, rows,
 
 def test_no_wrong_verdict_on_500_random_networks():
     """The verifier against the exact MILP oracle on 500 random small networks and
-    properties (robustness, and ORs of AND-clauses), with ReLU and input splitting."""
+    properties (robustness, and ORs of AND-clauses), with ReLU and input splitting, three
+    in four with MN-BaB's multi-neuron constraints (BaBSR, ACS, ACS + CAB)."""
     _decided.clear()
+    _mnc.clear()
     _verdict_matches_milp()
     assert len(_decided) >= N_RANDOM_NETWORKS
     counts = Counter(_decided)
     print(sorted(counts.items()))
+    # MN-BaB really ran: many properties reached its root, and many of those got rows
+    print(f"MN-BaB roots: {len(_mnc)}, with rows: {sum(n > 0 for n in _mnc)}")
+    # (most properties are decided before branch and bound; tests/test_mnbab.py sends
+    # every property of its draw through MN-BaB's branch and bound)
+    assert len(_mnc) > 15 and sum(n > 0 for n in _mnc) > 10, _mnc
     # both answers occur (neither is a default), and branch and bound decides some
     assert sum(n for (s, _), n in counts.items() if s == "sat") > 50, counts
     assert sum(n for (s, _), n in counts.items() if s == "unsat") > 50, counts
