@@ -139,3 +139,36 @@ def test_layout_errors_name_the_node():
     m2.ir_version = 8
     with pytest.raises(UnsupportedLayerError, match="Transpose"):
         import_model(m2)
+
+
+def test_an_opset_9_flatten_on_constant_shapes_imports():
+    """An opset-9 file (as the MN-BaB ResNets are) flattens through Shape, Gather, Unsqueeze
+    with an ``axes`` attribute, Concat and Reshape: the constant parts are evaluated under the
+    file's opset (Unsqueeze's axes became an input in opset 13), and the import matches
+    onnxruntime."""
+    rng = np.random.default_rng(3)
+    w = numpy_helper.from_array(rng.standard_normal((2, 1, 3, 3)).astype(np.float32), "w")
+    fc = numpy_helper.from_array(rng.standard_normal((3, 2 * 4 * 4)).astype(np.float32), "fc")
+    bias = numpy_helper.from_array(np.zeros(3, dtype=np.float32), "bias")
+    zero = numpy_helper.from_array(np.array(0, dtype=np.int64), "zero")
+    minus1 = numpy_helper.from_array(np.array([-1], dtype=np.int64), "minus1")
+    nodes = [
+        N("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        N("Relu", ["c"], ["r"]),
+        N("Shape", ["r"], ["s"]),
+        N("Gather", ["s", "zero"], ["b"], axis=0),
+        N("Unsqueeze", ["b"], ["b1"], axes=[0]),
+        N("Concat", ["b1", "minus1"], ["shape"], axis=0),
+        N("Reshape", ["r", "shape"], ["f"]),
+        N("Gemm", ["f", "fc", "bias"], ["y"], transB=1),
+    ]
+    g = helper.make_graph(nodes, "opset9", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [1, 1, 4, 4])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, [1, 3])], [w, fc, bias, zero, minus1])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 9)])
+    m.ir_version = 4
+    onnx.checker.check_model(m)
+    graph = import_model(m)
+    x = rng.standard_normal((5, 1, 4, 4))
+    got = graph(torch.from_numpy(x).float()).detach().numpy()
+    np.testing.assert_allclose(got, _ort_run(m, x), rtol=1e-5, atol=1e-5)

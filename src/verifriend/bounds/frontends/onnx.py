@@ -120,6 +120,7 @@ def import_model(model, *, dtype: torch.dtype = torch.float32) -> OnnxGraph:
     ir_shape = ir_shape or (1,)
     read = {i for n in g.node for i in n.input} | {g.output[0].name}
     imp = _Importer(ir_shape, consts, read)
+    imp.opsets = {o.domain or "": o.version for o in model.opset_import}
     imp.vals[inputs[0].name] = Value(0, onnx_shape)
     for node in g.node:
         imp.convert(node)
@@ -162,6 +163,7 @@ class _Importer:
         self.vals: dict[str, Value] = {}
         self.flat_of: dict[int, int] = {}
         self.read = read  # names some node or the graph output reads
+        self.opsets: dict[str, int] = {}  # the file's opset per domain (constants follow it)
 
     # ---- plumbing
 
@@ -189,7 +191,7 @@ class _Importer:
                 raise UserError(f"ONNX node '{name}' reads '{i}', which is never defined.")
         op = Op(self, node, name, attrs)
         if not any(isinstance(a, Value) for a in args):
-            results = _eval_constant(node, args, name)
+            results = _eval_constant(node, args, name, self.opsets)
             for o, r in zip(node.output, results):
                 self.consts[o] = r
             return
@@ -211,8 +213,10 @@ class _Importer:
             self.vals[node.output[0]] = result
 
 
-def _eval_constant(node, args, name: str) -> list[np.ndarray]:
-    """Evaluate a node whose inputs are all constants with ONNX's reference evaluator."""
+def _eval_constant(node, args, name: str, opsets: dict[str, int] | None = None) -> list[np.ndarray]:
+    """Evaluate a node whose inputs are all constants with ONNX's reference evaluator, under
+    the file's ``opsets`` (an op's inputs and attributes change between opsets: Unsqueeze's
+    axes is an attribute up to opset 12, an input from 13)."""
     from onnx import helper, numpy_helper
     from onnx.reference import ReferenceEvaluator
 
@@ -228,6 +232,13 @@ def _eval_constant(node, args, name: str) -> list[np.ndarray]:
     single.attribute.extend(node.attribute)
     feeds = {n: a for n, a in zip(names, args) if n}
     try:
+        if opsets:
+            g = helper.make_graph([single], "constant",
+                                  [helper.make_tensor_value_info(n, 0, None) for n in feeds],
+                                  [helper.make_tensor_value_info(n, 0, None) for n in outs])
+            model = helper.make_model(g, opset_imports=[
+                helper.make_opsetid(d, v) for d, v in opsets.items()])
+            return list(ReferenceEvaluator(model).run(None, feeds))
         return list(ReferenceEvaluator(single).run(None, feeds))
     except Exception as err:  # noqa: BLE001 - the evaluator raises anything for a bad op
         raise UnsupportedLayerError(
