@@ -283,6 +283,25 @@ def unstable_count(graph: Graph, intervals: list[Interval]) -> Tensor:
     return n
 
 
+def _confirmed(graph, lo2, hi2, kids: Splits, lower: Tensor, state: OptState, margin,
+               root_intervals64, recomputed: bool, deadline) -> Tensor:
+    """(N,) the children proved: the soundness gate, a child counts as proved only if its
+    bound recomputed in float64 agrees (empty domains too: float64 must find them empty as
+    well). Recomputed children get every layer recomputed from the root's bounds."""
+    proved = margin(lower) > 0
+    if bool(proved.any()):
+        check = proved.nonzero().squeeze(1)
+        n = check.numel()
+        root64 = [(lo.expand(n, *lo.shape[1:]), up.expand(n, *up.shape[1:]))
+                  for lo, up in root_intervals64]
+        holds = proof_holds(graph, lo2[check], hi2[check], None, state.select(check),
+                            kids.select(check), intervals=root64, deadline=deadline,
+                            refine_from=1 if recomputed else None)
+        lower64 = torch.where(holds, 1.0, -1.0).to(lower.dtype)
+        proved[check] = margin(lower64) > 0
+    return proved
+
+
 def _step(graph, x_lower, x_upper, cur: _Pool, margin, config: BabConfig, exact_leaf,
           root_intervals64, leaves: LeafBudget | None = None, deadline=None, clause=None,
           attack=None):
@@ -344,20 +363,8 @@ def _step(graph, x_lower, x_upper, cur: _Pool, margin, config: BabConfig, exact_
         refine_from=refine_from, deadline=deadline,
     )
     state = _full_betas(graph, state, 2 * D)
-    proved = margin(b.lower) > 0
-    if bool(proved.any()):
-        # the soundness gate: a child counts as proved only if float64 agrees
-        # (empty domains too: float64 must find them empty as well)
-        check = proved.nonzero().squeeze(1)
-        n = check.numel()
-        root64 = [(lo.expand(n, *lo.shape[1:]), up.expand(n, *up.shape[1:]))
-                  for lo, up in root_intervals64]
-        # (recomputed children: float64 recomputes every layer from the root's bounds)
-        holds = proof_holds(graph, lo2[check], hi2[check], None, state.select(check),
-                            kids.select(check), intervals=root64, deadline=deadline,
-                            refine_from=1 if refine_from is not None else None)
-        lower64 = torch.where(holds, 1.0, -1.0).to(b.lower.dtype)
-        proved[check] = margin(lower64) > 0
+    proved = _confirmed(graph, lo2, hi2, kids, b.lower, state, margin, root_intervals64,
+                        refine_from is not None, deadline)
     open_ = (~proved).nonzero().squeeze(1)
     n_proved = int(proved.sum())
     if open_.numel() == 0:
