@@ -60,11 +60,15 @@ def initial_gammas(rows: dict, D: int, S: int, like: Tensor,
     return out
 
 
-def acs_scores(graph: Graph, rows: dict, gammas: dict[int, Tensor]) -> dict[int, Tensor]:
+def acs_scores(graph: Graph, rows: dict, gammas: dict[int, Tensor],
+               weights: Tensor | None = None) -> dict[int, Tensor]:
     """Active Constraint Scores (MN-BaB, Eq. 6): per ReLU node with rows, (D, n) scores
-    ``|gamma^T P|_j + |gamma^T P^|_j`` summed over the domain's bound rows."""
+    ``|gamma^T P|_j + |gamma^T P^|_j`` summed over the domain's bound rows, each weighted by
+    ``weights`` (D, S) when given (e.g. 1 on the rows not yet proved, 0 on the others)."""
     scores = {}
     for r, g in gammas.items():
+        if weights is not None:
+            g = g * weights.to(g.dtype).unsqueeze(-1)
         nr = rows[r]
         s_in = _spread(graph, r, g, nr.idx, nr.cin).flatten(2).abs().sum(1)
         s_out = _spread(graph, r, g, nr.idx, nr.cout).flatten(2).abs().sum(1)

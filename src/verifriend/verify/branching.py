@@ -72,7 +72,8 @@ def acs_or_babsr(graph: Graph, intervals: list[Interval], rows: Tensor, splits: 
     BaBSR's scores in domains where every ACS score is ~0 (no multi-neuron row active).
     ``state`` is the domains' :class:`verifriend.bounds.optimizer.OptState`."""
     babsr = babsr_scores(graph, intervals, rows, splits)
-    acs = acs_scores(graph, state.mnc, state.gammas) if state.gammas else {}
+    # only the rows still to prove count, as in BaBSR
+    acs = acs_scores(graph, state.mnc, state.gammas, rows) if state.gammas else {}
     D = rows.shape[0]
     best = torch.zeros(D, dtype=intervals[0][0].dtype, device=rows.device)
     masked = {}
