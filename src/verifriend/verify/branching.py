@@ -63,7 +63,9 @@ def babsr_scores(
     return scores
 
 
-ACS_FLOOR = 1e-9  # a domain whose active constraint scores are all below this uses BaBSR
+ACS_FLOOR = 1e-3  # a domain whose active constraint scores are all below this uses BaBSR
+# (the public MN-BaB code uses the same threshold; at 1e-9 near-zero multipliers steered
+# the search into thousands of useless splits on a 29-ReLU network)
 
 
 def acs_or_babsr(graph: Graph, intervals: list[Interval], rows: Tensor, splits: Splits,

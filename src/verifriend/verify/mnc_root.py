@@ -11,6 +11,7 @@ inherits them.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -23,8 +24,21 @@ from verifriend.bounds.multineuron import build_rows
 from verifriend.bounds.optimizer import OptState, optimize_bounds
 from verifriend.bounds.result import Bounds
 from verifriend.deadline import Deadline
+from verifriend.verify.bab import unstable_count
 
 F64 = torch.float64
+# where multi-neuron constraints pay by default (bab.mnc null): measured, ResNet6-A/B
+# (10,340 ReLUs, 400-2,000 unstable at eps 1/255) gain from them (tighter root, a property
+# proved that BaBSR alone leaves open), mnistfc's 512-ReLU networks do not (29 of 30 either way)
+MNC_MIN_RELUS = 2000
+MNC_MIN_UNSTABLE = 300
+
+
+def mnc_pays(graph: Graph, intervals) -> bool:
+    """Whether the default (``bab.mnc`` null) builds multi-neuron rows for a box whose root
+    node bounds are ``intervals``: a large network with many unstable ReLUs."""
+    relus = sum(math.prod(graph.nodes[r].shape) for r in graph.relu_nodes())
+    return relus >= MNC_MIN_RELUS and int(unstable_count(graph, intervals)[0]) >= MNC_MIN_UNSTABLE
 
 
 @dataclass

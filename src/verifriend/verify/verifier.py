@@ -46,7 +46,7 @@ from verifriend.specs.spec import Spec
 from verifriend.verify.bab import BabConfig, BabOutcome, clause_margin, relu_bab, unstable_count
 from verifriend.verify.input_split import input_bab
 from verifriend.verify.milp import encodable
-from verifriend.verify.mnc_root import multineuron_root
+from verifriend.verify.mnc_root import mnc_pays, multineuron_root
 from verifriend.verify.result import Verdict
 
 F64 = torch.float64
@@ -426,7 +426,7 @@ class _Run:
                              batch=cfg.input_batch,
                              exact_leaf=None if leaf is None else
                              lambda blo, bhi, sec, leaf=leaf: leaf(None, sec, box=(blo, bhi)))
-        if cfg.bab.mnc:
+        if cfg.bab.mnc or (cfg.bab.mnc is None and mnc_pays(box.gs, a.intervals)):
             root = self.multineuron(box, a, opt_state, a64)
             if root is None:
                 return BabOutcome("unsat", 0, 0)
