@@ -94,6 +94,50 @@ evaluate: {eps: [0.01, 0.03], per_class: 1, timeout: 2, pgd_steps: 5}
         "unsat_pct"] == res["methods"]["nbc"]["results"][0]["unsat_pct"]
 
 
+def test_only_runs_some_methods_and_the_tables_gather_every_evaluated_one(tmp_path):
+    """--only (one process per core on the same --out): each call trains and evaluates its
+    methods; the tables then cover every method evaluated there, in the recipe's order; a
+    finished method's metrics are read back, not recomputed."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("""
+dataset: mnist-embedded
+arch: fc_1x20
+train: {epochs: 1, eps: 0.05, lr: 0.003, limit: 256, batch_size: 64, pgd_steps: 2, nbc_k: 2}
+methods:
+  natural: {method: natural}
+  nbc: {method: nbc, nbc_step: gradient}
+  tuned: {from: natural, method: madry}
+evaluate: {eps: [0.01], per_class: 1, timeout: 1, pgd_steps: 3}
+""")
+    out, runner = tmp_path / "run", CliRunner()
+    r = runner.invoke(app, ["experiment", str(recipe), "--out", str(out), "--only", "tuned"])
+    assert r.exit_code == 2 and "--only natural" in r.output and not out.exists()
+    r = runner.invoke(app, ["experiment", str(recipe), "--out", str(out), "--only", "magic"])
+    assert r.exit_code == 2 and "not a method of the recipe" in r.output
+    r = runner.invoke(app, ["experiment", str(recipe), "--out", str(out), "--only", "nbc"])
+    assert r.exit_code == 0, r.output
+    said = " ".join(r.output.split())  # rich wraps long lines
+    assert "not evaluated" in said and "natural, tuned;" in said
+    assert list(json.loads((out / "results.json").read_text())["methods"]) == ["nbc"]
+    assert "| metric | nbc |" in (out / "table.md").read_text()
+    r = runner.invoke(app, ["experiment", str(recipe), "--out", str(out), "--only", "natural",
+                            "--only", "tuned"])
+    assert r.exit_code == 0, r.output
+    res = json.loads((out / "results.json").read_text())
+    assert list(res["methods"]) == ["natural", "nbc", "tuned"]
+    saved = {p: p.stat().st_mtime_ns for p in out.glob("*/evaluation.json")}
+    assert len(saved) == 3
+    r = runner.invoke(app, ["experiment", str(recipe), "--out", str(out)])
+    assert r.exit_code == 0 and "evaluating" not in r.output, r.output
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/evaluation.json")} == saved
+    assert json.loads((out / "results.json").read_text())["methods"] == res["methods"]
+    # another plan (a new radius) evaluates again
+    recipe.write_text(recipe.read_text().replace("eps: [0.01]", "eps: [0.01, 0.02]"))
+    r = runner.invoke(app, ["experiment", str(recipe), "--out", str(out), "--only", "nbc"])
+    assert r.exit_code == 0 and "nbc: evaluating" in r.output, r.output
+    assert list(json.loads((out / "results.json").read_text())["methods"]) == ["nbc"]
+
+
 def test_shipped_recipes_parse():
     from pathlib import Path
 

@@ -141,6 +141,35 @@ def test_find_nbc_neighbour_stays_in_ball_and_lowers_score():
     assert (s1 <= s0 + 1e-6).float().mean() > 0.9
 
 
+def test_nbc_gradient_steps_move_by_alpha_times_the_gradient():
+    """nbc_step="gradient" (Algorithm 2 read literally) moves x' by -alpha * dNBC/dx', where
+    "sign" moves every pixel by alpha; both stay in the ball."""
+    from verifriend.train.nbc import _descend, _random_start, hidden_preactivations
+
+    model = _mlp().eval()
+    x = torch.rand(8, 1, 20) * 0.5 + 0.25
+    gammas = layer_gammas([32, 16])
+    x_p, lo, hi = _random_start(x, 0.1, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        logits, pre = hidden_preactivations(model, x)
+    xq = x_p.clone().requires_grad_(True)
+    from verifriend.train.nbc import _score_from_parts
+
+    lp, pp = hidden_preactivations(model, xq)
+    (grad,) = torch.autograd.grad(_score_from_parts(logits, pre, lp, pp, gammas).sum(), xq)
+    alpha = 1e-3
+    stepped = _descend(model, x_p.clone(), lo, hi, logits, pre, gammas, 1, alpha, "gradient")
+    assert torch.allclose(stepped, torch.minimum(torch.maximum(x_p - alpha * grad, lo), hi),
+                          atol=1e-7)
+    signed = _descend(model, x_p.clone(), lo, hi, logits, pre, gammas, 1, alpha, "sign")
+    moved = (signed - x_p).abs()
+    assert ((moved - alpha).abs() < 1e-6)[(signed > lo) & (signed < hi)].all()
+    # the gradient is small here, so the literal step barely leaves the random start
+    assert (stepped - x_p).abs().max() < moved.max()
+    with pytest.raises(UserError):
+        TrainConfig(nbc_step="newton")
+
+
 def test_nbc_loss_gradient_is_ce_minus_beta_score_through_both_inputs():
     model = _mlp()
     x, y = torch.rand(16, 1, 20), torch.randint(0, 3, (16,))
@@ -313,3 +342,24 @@ def test_accuracy_band_stops_fine_tuning_and_a_resume_stays_stopped():
     never = TrainConfig(epochs=2, batch_size=50, lr=1e-2, val_split=0.25,
                         stop_acc_band=[0.0, 0.0])
     assert len(train_model(_mlp(), xs, ys, never, progress=False)) == 2
+
+
+def test_eps_ramp_grows_the_training_radius_from_zero():
+    """eps_ramp: at the start the attack-based losses see radius 0 (Madry's loss is the
+    clean CE), after the ramp the full eps (the same loss as without a ramp)."""
+    from verifriend.train.losses import loss_for
+
+    model = _mlp()
+    x, y = torch.rand(16, 1, 20), torch.randint(0, 3, (16,))
+    ramped = TrainConfig(method="madry", eps=0.3, eps_ramp=0.5)
+    fixed = TrainConfig(method="madry", eps=0.3)
+    start, _ = loss_for(ramped)(model, x, y, ramped, generator=torch.Generator().manual_seed(1),
+                                progress=0.0)
+    assert torch.allclose(start, F.cross_entropy(model(x), y))
+    late, _ = loss_for(ramped)(model, x, y, ramped, generator=torch.Generator().manual_seed(1),
+                               progress=0.6)
+    full, _ = loss_for(fixed)(model, x, y, fixed, generator=torch.Generator().manual_seed(1),
+                              progress=0.6)
+    assert torch.allclose(late, full) and late > start
+    with pytest.raises(UserError):
+        TrainConfig(eps_ramp=1.5)

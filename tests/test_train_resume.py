@@ -149,3 +149,26 @@ def test_bad_recipes_are_one_sentence_errors(tmp_path):
             path.write_text(text)
         with pytest.raises(UserError):
             load_recipe(path, TrainConfig())
+
+
+def test_a_state_saved_before_a_new_option_existed_still_resumes(tmp_path):
+    """A config saved without a field added later (here nbc_step) means that field's
+    default, so the finished run is found again instead of refused as another config."""
+    from verifriend.app.train import train_and_save
+    from verifriend.data import load_dataset
+    from verifriend.train import TrainConfig
+
+    data = load_dataset("mnist-embedded")
+    cfg = TrainConfig(method="nbc", epochs=1, limit=128, batch_size=64, eps=0.05, nbc_k=1)
+    _, ckpt, _ = train_and_save("fc_1x20", data, cfg, tmp_path, progress=False)
+    state = tmp_path / "model.state.pt"
+    saved = torch.load(state, weights_only=False)
+    del saved["meta"]["config"]["nbc_step"]
+    torch.save(saved, state)
+    before = ckpt.stat().st_mtime_ns
+    train_and_save("fc_1x20", data, cfg, tmp_path, progress=False)
+    assert ckpt.stat().st_mtime_ns == before  # found finished, not retrained
+    saved["meta"]["config"]["nbc_beta"] = 5.0  # a real difference is still refused
+    torch.save(saved, state)
+    with pytest.raises(Exception, match="another arch, data set or config"):
+        train_and_save("fc_1x20", data, cfg, tmp_path, progress=False)

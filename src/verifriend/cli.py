@@ -138,7 +138,9 @@ def evaluate(
         console.print(f"wrote {', '.join(result['files'])}", highlight=False, soft_wrap=True)
 
 
-@app.command(epilog="Example: verifriend experiment experiments/rq1_mnist_reduced.yaml --out runs/rq1")
+@app.command(epilog="Example: verifriend experiment experiments/rq1_mnist_reduced.yaml --out runs/rq1 "
+             "(two processes, one per core: add --only nbc --only madry to one, --only trades "
+             "--only rs to the other)")
 @user_errors
 def experiment(
     recipe: Annotated[Path, typer.Argument(help="Experiment recipe (YAML): data set, arch, methods, evaluation.")],
@@ -146,6 +148,7 @@ def experiment(
     dataset: Annotated[str | None, typer.Option(help="Run the recipe on another data set (e.g. fashion-mnist, cifar10).")] = None,
     arch: Annotated[str | None, typer.Option(help="Run the recipe with another zoo architecture.")] = None,
     data_dir: DataDir = None,
+    only: Annotated[list[str] | None, typer.Option(help="Run only this method of the recipe (repeatable); the tables cover every method evaluated in --out so far.")] = None,
 ) -> None:
     """Train every method of a recipe and compare their verification-friendliness (the NBC
     paper's protocol: UNSAT %, Stable %, Time, Time over UNSAT+timeout, PGD and clean accuracy).
@@ -155,7 +158,7 @@ def experiment(
     from verifriend.app.settings import ExperimentSettings
 
     exp = load_experiment(recipe, dataset=dataset, arch=arch)
-    run_experiment(ExperimentSettings(exp, out, data_dir), console=console)
+    run_experiment(ExperimentSettings(exp, out, data_dir, tuple(only or ())), console=console)
     console.print(f"wrote {out / 'table.md'}, {out / 'results.csv'} and the plots")
 
 

@@ -107,7 +107,7 @@ def summarize(lines: Iterable[dict]) -> dict:
     }
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -245,7 +245,7 @@ def run_campaign(model_path: str | os.PathLike, *, eps: float, timeout: float,
 def _settings_key(s: CampaignSettings, dataset: str) -> dict:
     """What a results file is bound to (:data:`SETTING_KEYS`); ``dataset`` the one used."""
     model = Path(s.model)
-    return {"model": str(model.resolve()), "model_sha256": _sha256(model), "eps": float(s.eps),
+    return {"model": str(model.resolve()), "model_sha256": file_sha256(model), "eps": float(s.eps),
             "timeout": float(s.timeout), "per_class": int(s.per_class), "seed": int(s.seed),
             "dataset": dataset, "indices": None if s.indices is None else list(s.indices)}
 

@@ -17,13 +17,17 @@ A recipe (see ``experiments/``)::
 ``from`` fine-tunes a method from an earlier one's trained weights (RQ3: each method
 fine-tunes the natural model until its validation accuracy drops into a band).
 
-Every step resumes: training from its state file, verification from its campaign log, so
-running the same command again after an interruption loses at most one epoch or property.
+Every step resumes: training from its state file, verification from its campaign log, and a
+finished method's metrics from ``<method>/evaluation.json`` (kept while the checkpoint and the
+evaluation settings are unchanged), so running the same command again after an interruption
+loses at most one epoch or property. ``only`` runs some of the methods (e.g. one process per
+core on the same ``out``); the tables then cover every method evaluated there so far.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,20 +113,69 @@ def run_experiment(settings: ExperimentSettings, console: Console | None = None)
     from verifriend.app.train import train_files
 
     exp, out, ev = settings.experiment, settings.out, settings.experiment.plan
+    chosen = _chosen(exp, settings.only, Path(out))
     files = ["results.json", "table.md", "results.csv", "unsat_vs_eps.png",
              *(f"radar_eps{e:g}.png" for e in ev.eps)]
     check_out_dir(out, "--out", files=files)  # every output place, before any work
-    for name in exp.methods:
-        check_out_dir(Path(out) / name, "the method folder", files=train_files())
+    for name in chosen:
+        check_out_dir(Path(out) / name, "the method folder", files=[*train_files(), EVALUATION])
         if ev.timeout > 0:  # the verifier's logs (evaluate's names)
             for e in ev.eps:
                 check_results_file(Path(out) / name / f"model.eps{e:g}.t{ev.timeout:g}"
                                    ".verify.jsonl", "the verifier log")
     with output_dir(out, check=False) as folder:  # folders left empty by a failure go
-        return _run(exp, folder, settings.data_dir, console or Console())
+        return _run(exp, chosen, folder, settings.data_dir, console or Console())
 
 
-def _run(exp: Experiment, out: Path, data_dir: str | None, console: Console) -> dict:
+EVALUATION = "evaluation.json"  # a method's metrics, with what they were computed from
+
+
+def _chosen(exp: Experiment, only: tuple[str, ...], out: Path) -> list[str]:
+    """The methods to run: all, or those named in ``only`` (checked against the recipe, and a
+    fine-tuned one's start must be trained already or run in the same call)."""
+    if not only:
+        return list(exp.methods)
+    unknown = [n for n in only if n not in exp.methods]
+    if unknown:
+        raise UserError(f"--only {unknown[0]!r} is not a method of the recipe; it has "
+                        f"{', '.join(exp.methods)}.")
+    for name in only:
+        src = exp.start_from.get(name)
+        if src is not None and src not in only and not (out / src / "model.pt").exists():
+            raise UserError(f"method {name!r} fine-tunes {src!r}, which is not trained in "
+                            f"{out} yet: add --only {src}.")
+    return [n for n in exp.methods if n in only]
+
+
+def _evaluation_key(ckpt: Path, plan: EvaluationPlan) -> dict:
+    from verifriend.app.campaign import file_sha256
+
+    return {"checkpoint_sha256": file_sha256(ckpt), "evaluate": plan.as_dict()}
+
+
+def _cached_evaluation(folder: Path, key: dict) -> dict | None:
+    """The metrics saved in ``folder`` for exactly this checkpoint and plan, else None."""
+    try:
+        saved = json.loads((folder / EVALUATION).read_text())
+    except (OSError, ValueError):
+        return None
+    return saved.get("result") if isinstance(saved, dict) and saved.get("key") == key else None
+
+
+def _collect(exp: Experiment, out: Path) -> dict[str, dict]:
+    """Every method of the recipe evaluated in ``out`` under the recipe's plan, in its order."""
+    found = {}
+    for name in exp.methods:
+        ckpt = out / name / "model.pt"
+        if ckpt.exists():
+            res = _cached_evaluation(out / name, _evaluation_key(ckpt, exp.plan))
+            if res is not None:
+                found[name] = res
+    return found
+
+
+def _run(exp: Experiment, chosen: list[str], out: Path, data_dir: str | None,
+         console: Console) -> dict:
     from verifriend.app.evaluate import evaluate
     from verifriend.app.train import train_and_save
     from verifriend.data import load_dataset
@@ -131,21 +184,32 @@ def _run(exp: Experiment, out: Path, data_dir: str | None, console: Console) -> 
     ev = exp.plan
     console.print(f"[bold]experiment[/] {exp.description or ''} on {data.display_name}, "
                   f"arch {exp.arch}, methods {', '.join(exp.methods)}")
-    results: dict[str, dict] = {}
-    for name, phases in exp.methods.items():
+    for name in chosen:
+        phases = exp.methods[name]
         src = exp.start_from.get(name)
         if src is not None:  # fine-tuning: start from that method's trained weights
             phases = [dataclasses.replace(phases[0], init=str(out / src / "model.pt")),
                       *phases[1:]]
         console.print(f"\n[bold]{name}[/]: training" + (f" from {src}" if src else ""))
         _, ckpt, history = train_and_save(exp.arch, data, phases, out / name)
-        console.print(f"{name}: evaluating at eps {', '.join(f'{e:g}' for e in ev.eps)}")
-        res = evaluate(EvaluateSettings(ckpt, ev.eps, ev.per_class, ev.pgd_steps, ev.timeout,
-                                        ev.test_limit, data_dir))
-        res["train_time_s"] = sum(h["time_s"] for h in history)
-        results[name] = res
+        key = _evaluation_key(ckpt, ev)
+        res = _cached_evaluation(out / name, key)
+        if res is None:
+            console.print(f"{name}: evaluating at eps {', '.join(f'{e:g}' for e in ev.eps)}")
+            res = evaluate(EvaluateSettings(ckpt, ev.eps, ev.per_class, ev.pgd_steps,
+                                            ev.timeout, ev.test_limit, data_dir))
+            res["train_time_s"] = sum(h["time_s"] for h in history)
+            write_json_atomic(out / name / EVALUATION, {"key": key, "result": res})
+        results = _collect(exp, out)
         write_json_atomic(out / "results.json", {"experiment": _describe(exp, data),
                                                  "methods": results})
+    results = _collect(exp, out)
+    missing = [n for n in exp.methods if n not in results]
+    if missing:
+        console.print(f"not evaluated in {out} yet: {', '.join(missing)}; the tables cover "
+                      f"{', '.join(results) or 'nothing'}")
+    if not results:
+        return results
     title = f"{exp.arch} on {data.display_name}"
     write_text_atomic(out / "table.md", f"# {exp.description or 'experiment'}\n\n{title}, "
                       f"{ev.per_class} properties per class, timeout {ev.timeout:g} s\n\n"

@@ -295,6 +295,7 @@ class ExperimentSettings:
     experiment: Any  # an app.experiment.Experiment, validated when parsed
     out: Path
     data_dir: str | None = None
+    only: tuple[str, ...] = ()  # run these methods of the recipe only (empty: all)
 
 
 # --- binarized networks ------------------------------------------------------------------------

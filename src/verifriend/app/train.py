@@ -163,6 +163,17 @@ def _state_key(meta: dict) -> dict:
     return {k: meta[k] for k in ("arch", "dataset", "config")}
 
 
+def _with_defaults(config: dict) -> dict:
+    """A saved config with the fields added since it was written at their defaults (so a
+    state saved before a new option existed still resumes); unreadable ones as they are."""
+    try:
+        if isinstance(config, dict) and "phases" in config:
+            return {"phases": [TrainConfig.from_dict(p).to_dict() for p in config["phases"]]}
+        return TrainConfig.from_dict(config).to_dict()
+    except (UserError, TypeError):
+        return config
+
+
 def _load_state(path: Path, meta: dict) -> tuple[int, TrainState] | None:
     """(phase, training state) saved at ``path`` for this run, or None when there is none."""
     if not path.exists():
@@ -173,7 +184,7 @@ def _load_state(path: Path, meta: dict) -> tuple[int, TrainState] | None:
     except Exception as exc:  # a torn or foreign file: say so rather than guess
         raise UserError(f"{path} is not a training state verifriend can read ({exc}); "
                         "delete it to start over.") from exc
-    if key != _state_key(meta):
+    if {**key, "config": _with_defaults(key.get("config"))} != _state_key(meta):
         raise UserError(f"{path.parent} holds a run with another arch, data set or config; "
                         "use another --out directory (or delete it) to start a new run.")
     return state

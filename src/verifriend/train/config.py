@@ -15,6 +15,7 @@ METHODS = ("natural", "madry", "trades", "rs", "nbc", "ibp", "crown-ibp", "globa
 OPTIMIZERS = ("adam", "sgd")
 LR_SCHEDULES = ("constant", "cosine", "step")
 GAMMA_VARIANTS = ("rank", "one", "rank-width")
+NBC_STEPS = ("sign", "gradient")
 
 
 def _is_int(v: Any) -> bool:
@@ -42,6 +43,9 @@ class TrainConfig:
     nbc_k: int = 10  # sign steps to find the neighbour x'
     nbc_alpha: float | None = None  # step size of that search; None -> eps / 10
     nbc_beta: float = 1.0  # weight of the NBC term
+    # the search's step: "sign" (alpha * sign of the gradient, as PGD) or "gradient" (alpha *
+    # the gradient itself, Algorithm 2 of the NBC paper read literally)
+    nbc_step: str = "sign"
     # "rank": gamma_i = 2^rank(width_i); "one": 1; "rank-width": 2^rank(width_i) * width_i
     nbc_gamma: str = "rank"
     pgd_steps: int = 10  # PGD-like training (madry, trades, rs): attack steps
@@ -57,6 +61,9 @@ class TrainConfig:
     global_delta: float | None = None
     weight_decay: float = 0.0  # L2 penalty (sum of squared weights) added to any method's loss
     ramp: float = 0.5  # share of training over which eps / kappa / weights are ramped
+    # share of each phase over which the training radius of every method grows linearly
+    # from 0 to eps (a warm-up; 0: eps from the first batch, as the NBC paper trains)
+    eps_ramp: float = 0.0
     kappa_end: float = 0.5  # certified training: weight of the clean CE at the end
     init: str | None = None  # a .pt written by `verifriend train` to start from (fine-tuning)
     # fine-tuning to an accuracy band [low, high] (fractions): stop after the first epoch
@@ -83,7 +90,7 @@ class TrainConfig:
             raise UserError(f"method_weights must list {len(self.methods)} number(s) >= 0, one "
                             f"per method of {self.method!r}.")
         for name, options in (("optimizer", OPTIMIZERS), ("nbc_gamma", GAMMA_VARIANTS),
-                              ("lr_schedule", LR_SCHEDULES)):
+                              ("lr_schedule", LR_SCHEDULES), ("nbc_step", NBC_STEPS)):
             value = getattr(self, name)
             if value not in options:
                 raise UserError(f"Unknown {name} {value!r}; choose one of {', '.join(options)}.")
@@ -113,6 +120,8 @@ class TrainConfig:
             (_is_num(self.weight_decay) and self.weight_decay >= 0,
              "weight_decay must be a number >= 0."),
             (_is_num(self.ramp) and 0 <= self.ramp <= 1, "ramp must be a number in [0, 1]."),
+            (_is_num(self.eps_ramp) and 0 <= self.eps_ramp <= 1,
+             "eps_ramp must be a number in [0, 1]."),
             (_is_num(self.kappa_end) and 0 <= self.kappa_end <= 1,
              "kappa_end must be a number in [0, 1]."),
             (_is_num(self.val_split) and 0 <= self.val_split < 1,
@@ -164,7 +173,7 @@ class TrainConfig:
         values = dict(d)
         # YAML writes 1e-3 as a string unless it has a dot; accept numeric strings for floats
         for key in ("lr", "eps", "nbc_alpha", "nbc_beta", "pgd_alpha", "trades_beta",
-                    "rs_weight", "l1_weight", "ramp", "kappa_end", "val_split"):
+                    "rs_weight", "l1_weight", "ramp", "eps_ramp", "kappa_end", "val_split"):
             if isinstance(values.get(key), str):
                 try:
                     values[key] = float(values[key])

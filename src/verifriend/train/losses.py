@@ -17,7 +17,9 @@ where ``progress`` in [0, 1] is the share of training done (schedules read it):
 * ``global`` (GROCKET, Wang et al.): CE(f(x), y) + ``global_weight`` * the global-robustness
   regularizer at ``global_delta`` (default eps), :mod:`verifriend.globalrob.regularizer`.
 
-``weight_decay`` > 0 adds ``weight_decay`` * the sum of squared weights (Linear and Conv
+``eps_ramp`` > 0 grows every method's radius linearly from 0 to ``eps`` over that share of
+training (a warm-up for attack-based training at large radii; ``ibp`` and ``crown-ibp``
+ramp inside it as well). ``weight_decay`` > 0 adds ``weight_decay`` * the sum of squared weights (Linear and Conv
 weights, not biases) to any method's loss (an L2 penalty in the loss, as GROCKET's code).
 
 Bounds come from the bound engine on a graph that references the model's live
@@ -26,6 +28,7 @@ parameters (``from_module(..., detach=False)``), so they are differentiable.
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from collections.abc import Callable
 
@@ -233,6 +236,8 @@ def loss_for(cfg: TrainConfig) -> LossFn:
     is that method's whole loss; the logits returned are the first method's), plus the L2
     penalty when ``weight_decay`` > 0."""
     fn = _method_loss(cfg)
+    if cfg.eps_ramp > 0:
+        fn = _with_eps_ramp(fn)
     if not cfg.weight_decay:
         return fn
 
@@ -241,6 +246,15 @@ def loss_for(cfg: TrainConfig) -> LossFn:
         return loss + cfg.weight_decay * l2_penalty(model), logits
 
     return with_l2
+
+
+def _with_eps_ramp(fn: LossFn) -> LossFn:
+    def ramped(model, x, y, cfg, *, generator=None, progress=0.0):
+        eps = cfg.eps * ramp(progress, cfg.eps_ramp)
+        return fn(model, x, y, dataclasses.replace(cfg, eps=eps), generator=generator,
+                  progress=progress)
+
+    return ramped
 
 
 def _method_loss(cfg: TrainConfig) -> LossFn:

@@ -7,8 +7,9 @@ Consistency". For an input x and a neighbour x' in its eps-ball::
 
 where z_i are the pre-activations (inputs of the ReLU) of hidden layer i,
 flattened per example, and gamma_i = 2^r_i with r_i the dense rank of layer i's
-width (smallest width = rank 1). x' is found by k sign steps that decrease
-NBC, and training minimizes ``CE(f(x), y) - beta * NBC(x, x')``.
+width (smallest width = rank 1). x' is found by k steps that decrease NBC (Algorithm 2:
+from a uniform start in the ball; steps of alpha times the gradient's sign, or of alpha times
+the gradient itself), and training minimizes ``CE(f(x), y) - beta * NBC(x, x')``.
 """
 
 from __future__ import annotations
@@ -92,8 +93,10 @@ def _random_start(x: Tensor, eps: float, generator: torch.Generator | None
 
 
 def _descend(model: nn.Module, x_p: Tensor, lo: Tensor, hi: Tensor, logits: Tensor,
-             pre: list[Tensor], gammas: Sequence[float], k: int, alpha: float) -> Tensor:
-    """k sign steps from x_p that lower NBC against the fixed (detached) x-side outputs."""
+             pre: list[Tensor], gammas: Sequence[float], k: int, alpha: float,
+             step: str = "sign") -> Tensor:
+    """k steps from x_p that lower NBC against the fixed (detached) x-side outputs: alpha
+    times the gradient's sign (``step="sign"``) or the gradient (``"gradient"``)."""
     for _ in range(k):
         x_p.requires_grad_(True)
         with torch.enable_grad():
@@ -101,7 +104,8 @@ def _descend(model: nn.Module, x_p: Tensor, lo: Tensor, hi: Tensor, logits: Tens
             score = _score_from_parts(logits, pre, logits_p, pre_p, gammas)
             (grad,) = torch.autograd.grad(score.sum(), x_p)
         with torch.no_grad():
-            x_p = torch.minimum(torch.maximum(x_p - alpha * grad.sign(), lo), hi)
+            move = grad.sign() if step == "sign" else grad
+            x_p = torch.minimum(torch.maximum(x_p - alpha * move, lo), hi)
     return x_p.detach()
 
 
@@ -135,7 +139,7 @@ def nbc_loss(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig, *,
     x_p, lo, hi = _random_start(x.detach(), cfg.eps, generator)
     # the search reuses this forward pass of x instead of running another one
     x_p = _descend(model, x_p, lo, hi, logits.detach(), [z.detach() for z in pre], gammas,
-                   cfg.nbc_k, cfg.alpha)
+                   cfg.nbc_k, cfg.alpha, cfg.nbc_step)
     logits_p, pre_p = hidden_preactivations(model, x_p)
     score = _score_from_parts(logits, pre, logits_p, pre_p, gammas)
     return F.cross_entropy(logits, y) - cfg.nbc_beta * score.mean(), logits
