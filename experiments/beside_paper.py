@@ -61,8 +61,15 @@ def _columns(results: dict, methods: list[str], deltas: list[tuple[str, str]] | 
 
 
 def _order(names: list[str], values: list) -> str:
-    pairs = sorted((v, n) for n, v in zip(names, values) if v is not None)[::-1]
-    return " > ".join(f"{n} {v:.1f}" for v, n in pairs)
+    """"a 60.1 > b 35.5 = c 35.5" (ties at the printed precision joined by "=")."""
+    pairs = sorted(((round(v, 1), n) for n, v in zip(names, values) if v is not None),
+                   key=lambda p: -p[0])
+    text = ""
+    for i, (v, n) in enumerate(pairs):
+        if i:
+            text += " = " if v == pairs[i - 1][0] else " > "
+        text += f"{n} {v:.1f}"
+    return text
 
 
 def beside(run: Path, paper_key: str, methods: list[str],

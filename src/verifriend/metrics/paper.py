@@ -109,14 +109,16 @@ def radar_chart(results: dict[str, dict], eps: float, title: str = "") -> bytes:
 
     labels, scores = radar_scores(results, eps)
     angles = [2 * math.pi * i / len(labels) for i in range(len(labels))]
-    fig, ax = plt.subplots(figsize=(5.5, 5.5), subplot_kw={"projection": "polar"})
+    fig, ax = plt.subplots(figsize=(6, 6.8), subplot_kw={"projection": "polar"})
     for name, vals in scores.items():
         ax.plot([*angles, angles[0]], [*vals, vals[0]], label=name)
         ax.fill([*angles, angles[0]], [*vals, vals[0]], alpha=0.1)
     ax.set_xticks(angles, labels)
     ax.set_ylim(0, 105)
-    return render_figure(fig, ax, title or f"eps = {eps:g} (best = 100)",
-                         {"loc": "upper right", "bbox_to_anchor": (1.3, 1.1), "fontsize": 8})
+    ax.set_title(title or f"eps = {eps:g} (best = 100)", pad=24)
+    # the legend below the disc, so that neither the title nor an axis label is covered
+    return render_figure(fig, ax, "", {"loc": "upper center", "bbox_to_anchor": (0.5, -0.08),
+                                       "ncol": 3, "fontsize": 8})
 
 
 def unsat_curve(results: dict[str, dict], title: str = "") -> bytes:
