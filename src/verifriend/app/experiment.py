@@ -200,10 +200,9 @@ def _run(exp: Experiment, chosen: list[str], out: Path, data_dir: str | None,
                                             ev.timeout, ev.test_limit, data_dir))
             res["train_time_s"] = sum(h["time_s"] for h in history)
             write_json_atomic(out / name / EVALUATION, {"key": key, "result": res})
-        results = _collect(exp, out)
+        results = _collect(exp, out)  # after every method, so a killed run leaves its table
         write_json_atomic(out / "results.json", {"experiment": _describe(exp, data),
                                                  "methods": results})
-    results = _collect(exp, out)
     missing = [n for n in exp.methods if n not in results]
     if missing:
         console.print(f"not evaluated in {out} yet: {', '.join(missing)}; the tables cover "
