@@ -350,14 +350,15 @@ def campaign(settings: CampaignSettings, *, verify: Callable | None = None,
         done = _resume(out, header, lines, truncated, idx, {
             "format": FORMAT, "version": VERSION, **key, "total": len(idx)})
         todo = [i for i in idx if i not in done]
-        with campaign_bar(progress and bool(todo), len(idx), len(done), s.eps) as tick, \
+        with campaign_bar(progress and bool(todo), len(idx),
+                          [r["status"] for r in done.values()], s.eps) as tick, \
                 open(out, "a") as f:
             for i in todo:
                 row = {"index": i, **_decide(loaded.module, loaded.graph, x[i], int(y[i]), s,
                                              verify, loaded.input_shape, loaded.num_classes)}
                 _append(f, row)
                 done[i] = row
-                tick(f"#{i}: {row['status']}")
+                tick(i, row["status"])
         ordered = [done[i] for i in idx if i in done]
         return CampaignSummary(
             model=str(s.model), dataset=loaded.dataset, eps=float(s.eps),

@@ -55,22 +55,39 @@ def batch_bars(enabled: bool = True, console: Console | None = None
         yield update if enabled else None
 
 
+def tally_text(counts: dict[str, int]) -> str:
+    """``unsat 12  sat 3  timeout 1  misclassified 2``: the non-zero verdict counts."""
+    order = ("unsat", "sat", "timeout", "unknown", "misclassified")
+    return "  ".join(f"{k} {counts[k]}" for k in order if counts.get(k))
+
+
 @contextmanager
-def campaign_bar(enabled: bool, total: int, completed: int, eps: float
-                 ) -> Iterator[Callable[[str], None]]:
-    """A campaign's progress bar on stderr (properties done of ``total``); yields a
-    function to call with each decided property's short text."""
+def campaign_bar(enabled: bool, total: int, decided: list[str], eps: float
+                 ) -> Iterator[Callable[[int, str], None]]:
+    """A campaign's progress bar on stderr: properties done of ``total`` with a running tally
+    of the verdicts (``decided``: the statuses already in the results file). Yields a
+    function to call with each newly decided property's test index and status."""
     if not enabled:
-        yield lambda last: None
+        yield lambda index, status: None
         return
+    counts: dict[str, int] = {}
+    for status in decided:
+        counts[status] = counts.get(status, 0) + 1
     bar = Progress(TextColumn("verify eps={task.fields[eps]:g}"), BarColumn(),
-                   MofNCompleteColumn(), TextColumn("{task.fields[last]}"),
+                   MofNCompleteColumn(), TextColumn("{task.fields[tally]}"),
+                   TextColumn("[dim]{task.fields[last]}"),
                    TimeElapsedColumn(), TimeRemainingColumn(),
                    console=Console(stderr=True), transient=False)
     bar.start()
     try:
-        task = bar.add_task("verify", total=total, completed=completed, eps=eps, last="")
-        yield lambda last: bar.update(task, advance=1, last=last)
+        task = bar.add_task("verify", total=total, completed=len(decided), eps=eps,
+                            tally=tally_text(counts), last="")
+
+        def tick(index: int, status: str) -> None:
+            counts[status] = counts.get(status, 0) + 1
+            bar.update(task, advance=1, tally=tally_text(counts), last=f"#{index}: {status}")
+
+        yield tick
     finally:
         bar.stop()
 
