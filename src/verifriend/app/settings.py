@@ -65,6 +65,19 @@ def check_index_range(value: Any, name: str) -> None:
         raise UserError(f"{name} must be START:STOP with 0 <= START < STOP, got {start}:{stop}.")
 
 
+def check_device(value: Any) -> None:
+    """``cpu`` or ``cuda`` (whether a CUDA GPU is there is checked where the job starts)."""
+    if value not in ("cpu", "cuda"):
+        raise UserError(f"--device must be cpu or cuda, got '{value}'.")
+
+
+def check_shard(value: Any) -> None:
+    """None, or shard (I, N) with 0 <= I < N: the properties whose position % N == I."""
+    if value is not None and not (isinstance(value[0], int) and isinstance(value[1], int)
+                                  and 0 <= value[0] < value[1]):
+        raise UserError(f"--shard must be I/N with 0 <= I < N, got {value[0]}/{value[1]}.")
+
+
 # --- the zoo models: train, evaluate, verify, export, bounds, vnncomp ---------------------------
 
 @dataclass(frozen=True)
@@ -104,8 +117,13 @@ class EvaluateSettings:
     dataset: str | None = None  # an ONNX model's data set (default MNIST); a checkpoint's own
     indices: tuple[int, int] | None = None  # test images [start, stop) instead of per_class
     alpha: bool = False  # also the share proved by alpha-CROWN
+    device: str = "cpu"  # bounds, attacks and the verifier
+    ray: str | None = None  # the complete verifier's properties on Ray: "auto", "local" or an address
+    shard: tuple[int, int] | None = None  # (I, N): this process verifies shard I of N
 
     def __post_init__(self) -> None:
+        check_device(self.device)
+        check_shard(self.shard)
         for e in self.eps:
             check_radius(e, "eps")
         check_at_least(self.per_class, "--per-class", 1)
@@ -148,8 +166,13 @@ class CampaignSettings:
     verifier: Any = None  # a VerifierConfig; None: the verifier's defaults
     dataset: str | None = None  # an ONNX model's data set (default MNIST); a checkpoint's own
     indices: tuple[int, int] | None = None  # test images [start, stop) instead of per_class
+    device: str = "cpu"  # where the verifier computes its bounds and attacks
+    ray: str | None = None  # properties sent to Ray workers: "auto", "local" or an address
+    shard: tuple[int, int] | None = None  # (I, N): this process verifies shard I of N
 
     def __post_init__(self) -> None:
+        check_device(self.device)
+        check_shard(self.shard)
         check_radius(self.eps, "--eps")
         check_seconds(self.timeout, "--timeout")
         check_at_least(self.per_class, "--per-class", 1)
@@ -173,8 +196,11 @@ class VnncompSettings:
     timeout: float = 300.0
     out: Path | None = None
     verifier: Any = None  # a VerifierConfig; None: the verifier's defaults
+    device: str = "cpu"
+    verbose: bool = False  # each stage, its time and the best bound so far on stderr
 
     def __post_init__(self) -> None:
+        check_device(self.device)
         check_seconds(self.timeout, "the timeout")
 
 
@@ -189,8 +215,10 @@ class BoundsSettings:
     spec: Path
     method: str = "crown"
     iterations: int = 20  # alpha-CROWN's
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
+        check_device(self.device)
         if self.method not in BOUND_METHODS:
             raise UserError(f"unknown bound method '{self.method}'; choose one of "
                             f"{', '.join(BOUND_METHODS)}.")
@@ -456,5 +484,4 @@ class GlobalSettings:
             check_at_least(value, name, low)
         if self.attack_starts + self.random_starts < 1:
             raise UserError("the attack needs a start: --attack-starts or --random-starts >= 1.")
-        if self.device not in ("cpu", "cuda"):
-            raise UserError(f"--device must be cpu or cuda, got '{self.device}'.")
+        check_device(self.device)
