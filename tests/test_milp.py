@@ -179,6 +179,34 @@ def test_lp_relaxation_is_exact_without_unstable_neurons():
     assert abs(v1 - enumerate_min(g, lo[0].numpy(), hi[0].numpy(), c.numpy())) < 1e-6
 
 
+def test_a_highs_solve_error_is_retried_then_undecided(monkeypatch):
+    """HiGHS 1.16 reports "Solve error" when its MIP answer breaks a row by its own
+    tolerance: the solve is tried again without presolve, and if that fails too the
+    result is "error" with no value, point or bound to trust (never a crash, never a
+    verdict)."""
+    g, lo, hi, c = problem(4, (2, 9, 3), 0.5)
+    model = encode(g, lo, hi, crown(g, lo, hi).intervals)
+    truth = model.minimize(c)
+    assert truth.status == "optimal"
+    calls = []
+    real = highspy.Highs.getModelStatus
+
+    def fails(self, first_only):
+        calls.append(1)
+        if first_only and len(calls) > 1:
+            return real(self)
+        return highspy.HighsModelStatus.kSolveError
+
+    monkeypatch.setattr(highspy.Highs, "getModelStatus", lambda self: fails(self, True))
+    again = model.minimize(c)
+    assert again.status == "optimal" and abs(again.value - truth.value) < 1e-9
+    assert len(calls) == 2
+    monkeypatch.setattr(highspy.Highs, "getModelStatus", lambda self: fails(self, False))
+    bad = model.minimize(c)
+    assert bad.status == "error" and bad.x is None
+    assert bad.value == math.inf and bad.bound == -math.inf
+
+
 # ---------------------------------------------------------------- conv and other nodes
 
 

@@ -54,7 +54,8 @@ Interval = tuple[Tensor, Tensor]
 class MilpResult:
     """One minimization of ``c . f(x)`` over a domain.
 
-    ``status`` is "optimal", "infeasible" or "time_limit". ``value`` is the best
+    ``status`` is "optimal", "infeasible", "time_limit" or "error" (HiGHS failed to
+    solve it, even without presolve: nothing is known). ``value`` is the best
     objective found (+inf when none: infeasible, or no solution before the time
     limit); ``x`` (the input shape, no batch dim) attains it, or None. ``bound`` is a
     valid lower bound (HiGHS's dual bound; equals ``value`` at optimality, -inf
@@ -153,10 +154,12 @@ class MilpModel:
         elapsed = time.perf_counter() - start
         status = h.getModelStatus()
         S = highspy.HighsModelStatus
-        if status in (S.kInfeasible, S.kUnboundedOrInfeasible):
+        if status in (S.kInfeasible, S.kUnboundedOrInfeasible, S.kSolveError):
             # HiGHS's presolve has been seen to call a feasible model with chains of
             # equalities infeasible; "infeasible" proves things, so it must be re-derived
-            # without presolve before it is believed
+            # without presolve before it is believed. A "solve error" (HiGHS 1.16 gives it
+            # when its MIP answer violates a row by its own 1e-6 tolerance) is tried again
+            # the same way
             left = None if time_limit is None else time_limit - elapsed
             if left is not None and left <= 0:
                 return MilpResult("time_limit", math.inf, None, -math.inf, elapsed)
@@ -182,6 +185,9 @@ class MilpModel:
             if math.isnan(bound):
                 bound = -math.inf
             return MilpResult("time_limit", value, self._point() if found else None, bound, elapsed)
+        if status == S.kSolveError:
+            # no answer to trust: undecided (no value, no point, no bound)
+            return MilpResult("error", math.inf, None, -math.inf, elapsed)
         raise RuntimeError(f"HiGHS stopped with model status {h.modelStatusToString(status)}.")
 
     def _point(self) -> Tensor:
