@@ -11,6 +11,7 @@ from verifriend.app.artifacts import write_figure
 from verifriend.app.display import comparison_table
 from verifriend.app.evaluate import complete_verification
 from verifriend.app.outputs import output_dir, write_json_atomic, write_text_atomic
+from verifriend.app.report import write_report
 from verifriend.app.settings import DemoConfig
 from verifriend.app.train import train_and_save, train_files
 from verifriend.data import load_dataset, select_per_class
@@ -24,7 +25,7 @@ METHODS = ("natural", "nbc")
 def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
     """Train a natural and an NBC network, evaluate both, write results.json and report.md."""
     console = console or Console()
-    files = ["results.json", "report.md", "friendliness.png",
+    files = ["results.json", "report.md", "friendliness.png", "report.html",
              *(f for m in METHODS for f in (*train_files(m), f"{m}.verify.jsonl"))]
     with output_dir(cfg.out, "--out", files=files) as out:  # checked before any work
         return _run(cfg, out, console)
@@ -65,7 +66,8 @@ def _run(cfg: DemoConfig, out: Path, console: Console) -> dict:
         "all properties; Verify time = its mean time per correctly classified property; "
         "Time over UNSAT+timeout = the mean over those that ended UNSAT or timed out "
         "(the NBC paper's measure of proof effort).\n\n![friendliness](friendliness.png)\n")
-    console.print(f"\nwrote {out / 'results.json'}, {out / 'report.md'}, {out / 'friendliness.png'}")
+    console.print(f"\nwrote {out / 'results.json'}, {out / 'report.md'}, {out / 'friendliness.png'}, "
+                  f"{write_report(out)}")
     return results
 
 

@@ -35,6 +35,7 @@ from rich.console import Console
 
 from verifriend.app.artifacts import write_figure
 from verifriend.app.outputs import check_out_dir, output_dir, write_json_atomic, write_text_atomic
+from verifriend.app.report import write_report
 from verifriend.app.settings import EvaluateSettings, EvaluationPlan, ExperimentSettings
 from verifriend.errors import UserError
 from verifriend.metrics.paper import paper_csv, paper_markdown, radar_chart, unsat_curve
@@ -114,7 +115,7 @@ def run_experiment(settings: ExperimentSettings, console: Console | None = None)
 
     exp, out, ev = settings.experiment, settings.out, settings.experiment.plan
     chosen = _chosen(exp, settings.only, Path(out))
-    files = ["results.json", "table.md", "results.csv", "unsat_vs_eps.png",
+    files = ["results.json", "table.md", "results.csv", "unsat_vs_eps.png", "report.html",
              *(f"radar_eps{e:g}.png" for e in ev.eps)]
     check_out_dir(out, "--out", files=files)  # every output place, before any work
     for name in chosen:
@@ -219,6 +220,7 @@ def _run(exp: Experiment, chosen: list[str], out: Path, data_dir: str | None,
                      radar_chart(results, eps, f"{title}, eps = {eps:g}"))
     write_figure(out / "unsat_vs_eps.png", unsat_curve(results, title))
     console.print(paper_markdown(results))
+    console.print(f"wrote {write_report(out)}", highlight=False, soft_wrap=True)
     return results
 
 
