@@ -55,6 +55,17 @@ def batch_bars(enabled: bool = True, console: Console | None = None
         yield update if enabled else None
 
 
+def stage_printer(console: Console, start: float) -> Callable[[str], None]:
+    """A verifier ``progress(message)`` callback that prints each message on ``console``
+    after the seconds since ``start`` (a ``time.monotonic()`` reading)."""
+    import time
+
+    def say(message: str) -> None:
+        console.print(f"{time.monotonic() - start:8.2f} s  {message}", highlight=False)
+
+    return say
+
+
 def tally_text(counts: dict[str, int]) -> str:
     """``unsat 12  sat 3  timeout 1  misclassified 2``: the non-zero verdict counts."""
     order = ("unsat", "sat", "timeout", "unknown", "misclassified")

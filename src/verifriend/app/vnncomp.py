@@ -35,6 +35,7 @@ from torch import Tensor
 from verifriend.app.outputs import check_out_file, remove_file, write_text_atomic
 from verifriend.app.settings import VnncompSettings
 from verifriend.deadline import Deadline
+from verifriend.device import torch_device
 from verifriend.errors import UserError
 from verifriend.verify.result import STATUSES, Verdict
 
@@ -123,15 +124,27 @@ def run_vnncomp(settings: VnncompSettings, *, elapsed: float = 0.0) -> Verdict:
     out = settings.out
     if out is not None:
         clear_result_file(out)
+    torch_device(settings.device)  # one sentence, before any work, when the GPU is not there
+    say = None
+    if settings.verbose:  # each stage on stderr; the result file and stdout stay as they are
+        from rich.console import Console
+
+        from verifriend.app.display import stage_printer
+
+        say = stage_printer(Console(stderr=True, soft_wrap=True), time.monotonic() - elapsed)
     verdict = run_instance(settings.model, settings.spec, settings.timeout,
-                           config=settings.verifier, elapsed=elapsed)
+                           config=settings.verifier, elapsed=elapsed, progress=say,
+                           device=settings.device)
+    if say is not None:
+        say(f"verdict {verdict.status} (stage {verdict.stage}, {verdict.domains} domains)")
     if out is not None:
         write_text_atomic(out, format_result(verdict))
     return verdict
 
 
 def run_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float, *,
-                 verify=None, config=None, elapsed: float = 0.0) -> Verdict:
+                 verify=None, config=None, elapsed: float = 0.0, progress=None,
+                 device: str = "cpu") -> Verdict:
     """Load the network and the spec, verify, and return the Verdict.
 
     The deadline is ``timeout`` seconds after the run started, and the run started
@@ -141,7 +154,10 @@ def run_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float,
     verifier gets what is left after loading, and a verdict reached after the deadline
     is reported as "timeout". ``verify`` defaults to
     :func:`verifriend.verify.verifier.verify_spec`, ``config`` (its options) to the
-    defaults. Raises ``UserError`` for a bad timeout, missing or malformed files,
+    defaults; ``progress(message)``, when given, hears the loading and the verifier's
+    stages. The verifier runs on ``device`` (its exact stages on the CPU); the verdict and
+    its counterexample come back on the CPU. Raises ``UserError`` for a bad timeout, missing
+    or malformed files,
     unsupported ONNX ops and a spec whose input or output size differs from the network's.
     """
     start = time.perf_counter()
@@ -158,12 +174,17 @@ def run_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float,
     if deadline.expired():
         return finish(Verdict("timeout", 0.0, stage="start"))
     graph, specs = _load(onnx_path, vnnlib_path)
+    graph = graph.to(device=torch_device(device)) if device != "cpu" else graph
+    if progress is not None:
+        progress(f"loaded: {len(graph.relu_nodes())} ReLU layers, {graph.num_outputs} outputs, "
+                 f"{len(specs)} input box(es); {max(deadline.left(), 0.0):.1f} s left")
     if verify is None:
         from verifriend.verify.verifier import verify_spec as verify
     if deadline.expired():
         return finish(Verdict("timeout", 0.0, stage="load"))
+    more = {} if progress is None else {"progress": progress}
     return finish(verify(graph, specs, graph.input_shape, timeout=deadline.left(),
-                         config=settings.verifier))
+                         config=settings.verifier, **more))
 
 
 def _load(onnx_path: str | Path, vnnlib_path: str | Path):

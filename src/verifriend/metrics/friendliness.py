@@ -9,6 +9,7 @@ accuracy, the stable-neuron ratio, and the share of properties proved by IBP and
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -24,6 +25,9 @@ from verifriend.bounds import (
     unstable_counts,
 )
 from verifriend.bounds.frontends.torch import from_module
+
+# (phase, batches done, batches in all, counts so far): how the phases report progress
+Progress = Callable[[str, int, int, str], None]
 
 
 @dataclass
@@ -64,29 +68,63 @@ def clean_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
     return correct / max(len(x), 1)
 
 
+def _quiet(phase: str, done: int, total: int, stats: str) -> None:
+    pass
+
+
+def accuracies(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *,
+               pgd_steps: int = 100, pgd_restarts: int = 1,
+               progress: Progress | None = None) -> tuple[float, float]:
+    """(clean accuracy, PGD accuracy) of ``model`` on ``x``, ``y``; ``progress`` hears
+    about every batch of each phase with the count of correct examples so far."""
+    tell = progress or _quiet
+    n, right = len(x), 0
+    chunks = list(_batches(n, 1000))
+    for i, s in enumerate(chunks):
+        right += round(clean_accuracy(model, x[s], y[s]) * (s.stop - s.start))
+        tell("clean accuracy", i + 1, len(chunks), f"{right}/{s.stop} correct")
+    if n == 0:
+        return 0.0, pgd_accuracy(model, x, y, eps, steps=pgd_steps)  # (refuses no examples)
+    robust, chunks = 0, list(_batches(n, 256))
+    for i, s in enumerate(chunks):  # pgd_accuracy's own batches, one at a time
+        acc = pgd_accuracy(model, x[s], y[s], eps, steps=pgd_steps, restarts=pgd_restarts)
+        robust += round(acc * (s.stop - s.start))
+        tell(f"PGD-{pgd_steps} accuracy", i + 1, len(chunks), f"{robust}/{s.stop} robust")
+    return right / n, robust / n
+
+
 def property_bounds(graph: Graph, x: torch.Tensor, y: torch.Tensor, eps: float, batch_size: int = 50,
-                    alpha: bool = False):
+                    alpha: bool = False, progress: Progress | None = None):
     """IBP and CROWN (and with ``alpha`` alpha-CROWN) verdicts plus stable-neuron statistics
     for each property.
 
     Returns a dict of per-property tensors: ``proved_ibp``, ``proved_crown`` (bool),
     ``stable`` (fraction of stable hidden ReLUs under CROWN bounds) and
     ``stable_per_layer`` (properties x ReLU layers); with ``alpha`` also ``proved_alpha``.
+    ``progress`` hears about every batch with the properties proved so far.
     """
+    tell = progress or _quiet
     proved_ibp, proved_crown, stable, per_layer, proved_alpha = [], [], [], [], []
-    for s in _batches(len(x), batch_size):
+    chunks = list(_batches(len(x), batch_size))
+    for i, s in enumerate(chunks):
         lo, hi = linf_box(x[s], eps)
         spec = robustness_spec(y[s], graph.num_outputs)
         ibp_b = compute_bounds(graph, lo, hi, spec, method="ibp")
         crown_b = compute_bounds(graph, lo, hi, spec, method="crown")
         proved_ibp.append((ibp_b.lower > 0).all(1))
         proved_crown.append((crown_b.lower > 0).all(1))
-        sizes = torch.tensor([pl[0].numel() for pl, _ in crown_b.pre_relu], dtype=torch.float64)
+        sizes = torch.tensor([pl[0].numel() for pl, _ in crown_b.pre_relu], dtype=torch.float64,
+                             device=lo.device)
         stable.append(stable_ratio(crown_b).double())
         per_layer.append(1.0 - unstable_counts(crown_b).double() / sizes)
+        n_ibp, n_crown = (int(sum(t.sum() for t in p)) for p in (proved_ibp, proved_crown))
+        tell("IBP/CROWN bounds", i + 1, len(chunks),
+             f"IBP {n_ibp}  CROWN {n_crown} proved of {s.stop}")
         if alpha:
             alpha_b = compute_bounds(graph, lo, hi, spec, method="alpha")
             proved_alpha.append((alpha_b.lower > 0).all(1) | proved_crown[-1])
+            tell("alpha-CROWN bounds", i + 1, len(chunks),
+                 f"{int(sum(t.sum() for t in proved_alpha))} proved of {s.stop}")
     return {
         "proved_ibp": torch.cat(proved_ibp),
         "proved_crown": torch.cat(proved_crown),
@@ -109,6 +147,7 @@ def evaluate_friendliness(
     accuracy_limit: int | None = None,
     graph: Graph | None = None,
     alpha: bool = False,
+    progress: Progress | None = None,
 ) -> Friendliness:
     """Clean and PGD accuracy on the whole test set (or its first ``accuracy_limit``
     images); bounds on the properties ``prop_idx`` (of ``graph``, default: ``model``'s), and
@@ -116,15 +155,18 @@ def evaluate_friendliness(
 
     A property is proved when every margin ``f_y - f_j`` has a positive lower bound; a
     property proved by IBP is also proved by CROWN, which reports the intersection of both.
+    ``progress(phase, batches done, batches, counts)`` hears about every batch of every
+    phase (clean accuracy, PGD accuracy, IBP/CROWN bounds, alpha-CROWN bounds).
     """
     start = time.perf_counter()
     model.eval()
     xa, ya = x_test[:accuracy_limit], y_test[:accuracy_limit]
-    clean = clean_accuracy(model, xa, ya)
-    pgd = pgd_accuracy(model, xa, ya, eps, steps=pgd_steps, restarts=pgd_restarts)
+    clean, pgd = accuracies(model, xa, ya, eps, pgd_steps=pgd_steps, pgd_restarts=pgd_restarts,
+                            progress=progress)
     graph = graph or from_module(model, tuple(x_test.shape[1:]))
     xs, ys = x_test[prop_idx], y_test[prop_idx]
-    r = property_bounds(graph, xs, ys, eps, batch_size=batch_size, alpha=alpha)
+    r = property_bounds(graph, xs, ys, eps, batch_size=batch_size, alpha=alpha,
+                        progress=progress)
     proved = r["proved_ibp"] | r["proved_crown"]
     n = len(prop_idx)
     return Friendliness(

@@ -152,15 +152,19 @@ def _exact_leaf(gs: Graph, spec: Spec, lo: Tensor, hi: Tensor, clause: Tensor, c
     """
     from verifriend.verify.milp import encode
 
-    g64 = gs.to(dtype=F64)
-    lo64, hi64 = lo.to(F64), hi.to(F64)
+    cpu = torch.device("cpu")  # HiGHS reads CPU arrays: the exact leaves run there
+    g64 = gs.to(device=cpu, dtype=F64)
+    lo64, hi64 = lo.to(cpu, F64), hi.to(cpu, F64)
+    clause = clause.to(cpu)
     n_clauses = int(clause.max()) + 1
 
     def decide(splits, seconds=None, *, box=None):
         """``splits``: a domain of the root box; or ``box`` (lo, hi): a sub-box (input
         splitting), with ``splits`` None. ``seconds`` caps the solver time (all clauses)."""
         stop = deadline.at if seconds is None else min(deadline.at, time.monotonic() + seconds)
-        blo, bhi = (lo64, hi64) if box is None else (box[0].to(F64), box[1].to(F64))
+        blo, bhi = (lo64, hi64) if box is None else (box[0].to(cpu, F64), box[1].to(cpu, F64))
+        if splits is not None:
+            splits = splits.to(cpu)
         hook = splits.clamp_hook(g64) if splits is not None else None
         with torch.no_grad():
             ivs = crown_intervals(g64, blo, bhi, tighten=hook, deadline=deadline)
@@ -213,8 +217,9 @@ class _Box:
             return None
         C, d, clause = clause_averages(C, d, clause)
         lo, hi = outward_box(spec, input_shape)
-        return cls(k, spec, graph.with_output_map(C.float(), d.float()), clause,
-                   spec.n_clauses, lo, hi)
+        dev = graph.device
+        return cls(k, spec, graph.with_output_map(C.float(), d.float()), clause.to(dev),
+                   spec.n_clauses, lo.to(dev), hi.to(dev))
 
     def proved(self, lower: Tensor) -> bool:
         """Whether lower bounds of the rows exclude every clause."""
@@ -307,6 +312,12 @@ class _Run:
     state: dict
     domains: int = 0
     milp_proofs: int = 0
+    best: dict = field(default_factory=dict)  # box -> best lower bound of its margin so far
+
+    def bound(self, box: _Box, method: str, margin: Tensor | float) -> None:
+        """Say ``method``'s margin on ``box`` (> 0 proves it) and the best one so far."""
+        self.best[box.k] = best = max(float(margin), self.best.get(box.k, -math.inf))
+        self.say(f"box {box.k}: {method} margin {float(margin):.4g}, best bound {best:.4g}")
 
     def cheap_proof(self, box: _Box) -> bool:
         """Whether IBP, else CROWN, proves the box, confirmed by CROWN in float64."""
@@ -314,7 +325,10 @@ class _Run:
         with torch.no_grad():
             b = ibp(box.gs, box.lo, box.hi)
             if not box.proved(b.lower):
+                self.bound(box, "IBP", clause_margin(b.lower, box.clause, box.n_clauses))
                 b = crown(box.gs, box.lo, box.hi, deadline=deadline)
+                if not box.proved(b.lower):
+                    self.bound(box, "CROWN", clause_margin(b.lower, box.clause, box.n_clauses))
         if box.proved(b.lower):
             with torch.no_grad():  # confirm: the same bound in float64
                 b64 = crown(box.gs.to(dtype=F64), box.lo.to(F64), box.hi.to(F64),
@@ -331,6 +345,7 @@ class _Run:
         self.state["stage"] = "attack"
         deadline = self.deadline
         budget = self.cfg.attack_share * deadline.left() / len(boxes)
+        self.say(f"attack: PGD on {len(boxes)} box(es), {budget:.2g} s each")
         for box in boxes:
             hit = falsify(self.graph, box.spec, self.input_shape,
                           time_budget=min(budget, deadline.left()), graph64=self.g64,
@@ -365,6 +380,7 @@ class _Run:
             # a small network: one MILP over the whole box (the solver shares its work
             # across activation regions) usually decides long before splitting would
             state["stage"] = "milp"
+            self.say(f"box {box.k}: MILP over the whole box")
             verdict, x = leaf(None, cfg.milp_share * deadline.left())
             if verdict == "sat":
                 return _done("sat", "milp", self.domains, cex=x)
@@ -372,6 +388,7 @@ class _Run:
                 self.say(f"box {box.k}: proved by MILP")
                 self.milp_proofs += 1
                 return None
+            self.say(f"box {box.k}: MILP {verdict}")
         state["stage"] = "bab"
         out = self.bab(box, a, opt_state, a64, leaf, check)
         self.domains += out.domains
@@ -393,8 +410,7 @@ class _Run:
         if box.proved(a64.lower):
             self.say(f"box {box.k}: proved by alpha-CROWN")
             return None
-        margin = float(clause_margin(a.lower, box.clause, box.n_clauses))
-        self.say(f"box {box.k}: alpha-CROWN margin {margin:.4g}")
+        self.bound(box, "alpha-CROWN", clause_margin(a.lower, box.clause, box.n_clauses))
         return a, opt_state, a64
 
     def multineuron(self, box: _Box, a, opt_state, a64):
@@ -408,10 +424,21 @@ class _Run:
         if box.proved(root.bounds64.lower):
             self.say(f"box {box.k}: proved by multi-neuron constraints at the root")
             return None
-        margin = float(clause_margin(root.bounds.lower, box.clause, box.n_clauses))
-        self.say(f"box {box.k}: {root.rows} multi-neuron rows in {root.seconds:.2f} s, "
-                 f"margin {margin:.4g}")
+        self.bound(box, f"{root.rows} multi-neuron rows ({root.seconds:.2f} s)",
+                   clause_margin(root.bounds.lower, box.clause, box.n_clauses))
         return root.bounds, root.state, root.bounds64
+
+    def bab_progress(self, box: _Box):
+        """BaB's ``on_progress``: at most a line a second, its worst open margin its bound."""
+        last = [-math.inf]
+
+        def report(n: int, size: int, worst: float) -> None:
+            if not size:
+                self.say(f"box {box.k}: BaB {n} domains, none open")
+            elif time.monotonic() - last[0] >= 1.0:
+                last[0] = time.monotonic()
+                self.bound(box, f"BaB {n} domains, {size} open,", worst)
+        return report
 
     def bab(self, box: _Box, a, opt_state, a64, leaf, check):
         """Branch and bound on the box: input splitting for few inputs (or no ReLUs), else
@@ -422,6 +449,7 @@ class _Run:
         graph, g64, input_shape = self.graph, self.g64, self.input_shape
         if spec.n_inputs <= cfg.input_split_dims or not box.gs.relu_nodes():
             # (without ReLUs there is nothing else to split)
+            say(f"box {k}: branch and bound, input splitting")
             return input_bab(box.gs, box.lo, box.hi, box.clause, deadline=deadline, check=check,
                              batch=cfg.input_batch,
                              exact_leaf=None if leaf is None else
@@ -432,13 +460,13 @@ class _Run:
                 return BabOutcome("unsat", 0, 0)
             a, opt_state, a64 = root
         # BaB keeps CROWN's intermediate bounds and the final-layer alphas
+        say(f"box {k}: branch and bound, ReLU splitting")
         return relu_bab(
             box.gs, box.lo, box.hi, box.clause, a.lower, a.intervals, opt_state,
             deadline=deadline,
             config=cfg.bab,
             exact_leaf=leaf,
-            on_progress=lambda n, size, worst, k=k: say(
-                f"box {k}: {n} domains, {size} open, worst margin {worst:.4g}"),
+            on_progress=self.bab_progress(box),
             root_intervals64=a64.intervals,
             attack=lambda xs, steps, spec=spec: falsify(
                 graph, spec, input_shape, candidates=xs.flatten(1), steps=steps, restarts=0,
