@@ -12,14 +12,22 @@ summary prints the largest one and every instance beyond the allowance max(1 s, 
 timeout) (exit code 3 if any, when no answer is wrong). `--in-process` verifies in this
 process instead (no start-up; for debugging the verifier).
 
+`--ray [ADDRESS]` runs the instances on Ray workers (a local Ray instance with one worker per
+core, or the cluster at ADDRESS), each still in its own `verifriend vnncomp` process (or in
+the worker's, with `--in-process`); this script prints and appends each record to --jsonl as
+its instance finishes. `--shard I/N` runs only the instances at positions p % N == I of the
+list (give each shard its own --jsonl).
+
     python benchmarks/vnncomp_check.py --benchmarks mnistfc --limit 5 --jsonl runs/mnistfc.jsonl
     python benchmarks/vnncomp_check.py --timeout-scale 0.1 --jsonl runs/all-0.1.jsonl
+    python benchmarks/vnncomp_check.py --benchmarks acasxu --ray --jsonl runs/acasxu.jsonl
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -90,8 +98,8 @@ def allowance(timeout: float) -> float:
 KILL_AFTER = 60.0
 
 
-def run_process(inst: Instance, timeout: float,
-                options: list[str] = ()) -> tuple[dict, tuple | None]:
+def run_process(inst: Instance, timeout: float, options: list[str] = (),
+                device: str = "cpu") -> tuple[dict, tuple | None]:
     """Run `verifriend vnncomp` on ``inst`` in a new process, as a VNN-COMP harness does.
 
     Returns the record's fields (status, wall-clock time of the whole process, overrun)
@@ -107,6 +115,8 @@ def run_process(inst: Instance, timeout: float,
                 "--out", str(out)]
         for opt in options:
             cmd += ["--set", opt]
+        if device != "cpu":
+            cmd += ["--device", device]
         start = time.monotonic()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
@@ -126,20 +136,16 @@ def run_process(inst: Instance, timeout: float,
 
 
 def run_one(inst: Instance, timeout_scale: float, in_process: bool = False,
-            options: list[str] = ()) -> dict:
+            options: list[str] = (), device: str = "cpu") -> dict:
     """Verify one instance and classify the answer against the ground truth."""
-    timeout = inst.timeout_s * timeout_scale
-    rec = {"key": _key(inst), "benchmark": inst.benchmark, "onnx": inst.onnx.name,
-           "vnnlib": inst.vnnlib.name, "timeout_s": timeout,
-           "truth": inst.verdict or "unknown",
-           "abcrown2021_verdict": inst.extra.get("abcrown2021_verdict", ""),
-           "abcrown2021_time_s": _float(inst.extra.get("abcrown2021_time_s")),
-           "options": list(options)}
+    rec = _record(inst, timeout_scale, options)
+    timeout = rec["timeout_s"]
     cex = None
     if in_process:
         try:
             v = run_instance(inst.onnx, inst.vnnlib, timeout,
-                             config=verifier_config(None, list(options)) if options else None)
+                             config=verifier_config(None, list(options)) if options else None,
+                             device=device)
             rec.update(status=v.status, time_s=v.time_s, stage=v.stage, domains=v.domains,
                        overrun_s=v.time_s - timeout)
             if v.counterexample is not None:
@@ -150,7 +156,7 @@ def run_one(inst: Instance, timeout_scale: float, in_process: bool = False,
             if not isinstance(e, UserError):
                 rec["traceback"] = traceback.format_exc()
     else:
-        fields, cex = run_process(inst, timeout, options)
+        fields, cex = run_process(inst, timeout, options, device)
         rec.update(fields)
     truth = rec["truth"]
     if rec["status"] == "sat":
@@ -172,6 +178,63 @@ def run_one(inst: Instance, timeout_scale: float, in_process: bool = False,
     else:  # no tool decided it: a checked counterexample decides it, a proof stays unchecked
         rec["outcome"] = "correct" if status == "sat" else "unchecked"
     return rec
+
+
+def _record(inst: Instance, timeout_scale: float, options: list[str]) -> dict:
+    """The fields of an instance's record that do not depend on its run."""
+    return {"key": _key(inst), "benchmark": inst.benchmark, "onnx": inst.onnx.name,
+            "vnnlib": inst.vnnlib.name, "timeout_s": inst.timeout_s * timeout_scale,
+            "truth": inst.verdict or "unknown",
+            "abcrown2021_verdict": inst.extra.get("abcrown2021_verdict", ""),
+            "abcrown2021_time_s": _float(inst.extra.get("abcrown2021_time_s")),
+            "options": list(options)}
+
+
+def _run_one_task(inst: Instance, timeout_scale: float, in_process: bool,
+                  options: list[str], device: str = "cpu") -> dict:
+    """A Ray task: :func:`run_one` with one thread (the workers share the cores)."""
+    import torch
+
+    torch.set_num_threads(1)
+    return run_one(inst, timeout_scale, in_process, options, device)
+
+
+def run_on_ray(address: str, todo: list[Instance], args, finish) -> None:
+    """:func:`run_one` of every instance of ``todo`` on Ray workers; ``finish(record)`` each
+    record in this process as its instance finishes. An instance whose worker died on every
+    try gets an error record (run again by the next run with the same --jsonl)."""
+    from verifriend.app.campaign_ray import (
+        MAX_RETRIES,
+        ray_session,
+        stream_tasks,
+        task_resources,
+        worker_slots,
+    )
+
+    with ray_session(address) as ray:
+        if __name__ != "__main__":  # imported (not run): the workers cannot import this file
+            ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+        task = ray.remote(_run_one_task).options(max_retries=MAX_RETRIES,
+                                                 **task_resources(args.device))
+        lost = stream_tasks(ray, task, [(i, args.timeout_scale, args.in_process, args.options,
+                                         args.device) for i in todo],
+                            lambda a, rec: finish(rec),
+                            in_flight=2 * worker_slots(ray, args.device))
+    for a in lost:
+        finish({**_record(a[0], args.timeout_scale, args.options), "status": "error",
+                "time_s": None, "outcome": "unsolved",
+                "error": f"the Ray workers died on all {MAX_RETRIES + 1} tries"})
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` -> (I, N) with 0 <= I < N (argparse type)."""
+    try:
+        i, n = (int(p) for p in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be I/N, e.g. 0/4, got '{text}'") from None
+    if not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"must be I/N with 0 <= I < N, got '{text}'")
+    return i, n
 
 
 def _float(s) -> float | None:
@@ -279,9 +342,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
                     help="a verifier option for every instance, as `verifriend vnncomp --set` "
                          "takes it (e.g. --set bab.mnc=true); repeatable")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="where each instance's bounds and attacks run (`verifriend vnncomp "
+                         "--device`)")
     ap.add_argument("--in-process", action="store_true",
                     help="verify in this process (no start-up counted) instead of one "
                          "`verifriend vnncomp` process per instance")
+    ap.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                    help="run the instances on Ray workers: alone, a local Ray instance with "
+                         "one worker per core; else the cluster at ADDRESS (host:port, auto)")
+    ap.add_argument("--shard", type=parse_shard, default=None, metavar="I/N",
+                    help="only the instances at positions p %% N == I (each shard its own --jsonl)")
     args = ap.parse_args(argv)
     if not args.timeout_scale > 0:
         ap.error("--timeout-scale must be positive")
@@ -300,21 +371,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    done = _load_jsonl(args.jsonl) if args.jsonl else {}
-    if args.jsonl:
-        args.jsonl.parent.mkdir(parents=True, exist_ok=True)
-    records = []
-    for inst in instances:
-        rec = done.get(_key(inst))
-        if rec is not None:
-            _print_row(rec, resumed=True)
-        else:
-            rec = run_one(inst, args.timeout_scale, args.in_process, args.options)
-            _print_row(rec)
-            if args.jsonl:
-                with args.jsonl.open("a") as f:
-                    f.write(json.dumps(rec) + "\n")
-        records.append(rec)
+    if args.shard is not None:
+        instances = instances[args.shard[0]::args.shard[1]]
+    records = _run_all(instances, args)
+    if records is None:
+        return 2
     rows = summary(records)
     print_summary(rows)
     wrong = sum(r["outcome"] == "wrong" for r in records)
@@ -325,6 +386,44 @@ def main(argv: list[str] | None = None) -> int:
            for r in records):
         return 3
     return 0
+
+
+def _run_all(instances: list[Instance], args) -> list[dict] | None:
+    """Every instance's record, in the order of ``instances``: those in --jsonl read back,
+    the others run (here, or on Ray with --ray) and appended to it as each finishes. None
+    (after one line on stderr) when --ray cannot run."""
+    done = _load_jsonl(args.jsonl) if args.jsonl else {}
+    if args.jsonl:
+        args.jsonl.parent.mkdir(parents=True, exist_ok=True)
+        with args.jsonl.open("ab+") as f:  # a line cut short by a kill: end it, not extend it
+            if f.tell() and (f.seek(-1, os.SEEK_END), f.read(1))[1] != b"\n":
+                f.write(b"\n")
+    by_key = {}
+    for inst in instances:
+        if _key(inst) in done:
+            by_key[_key(inst)] = done[_key(inst)]
+            _print_row(done[_key(inst)], resumed=True)
+
+    def finish(rec: dict) -> None:
+        _print_row(rec)
+        if args.jsonl:
+            with args.jsonl.open("a") as f:
+                f.write(json.dumps(rec) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        by_key[rec["key"]] = rec
+
+    todo = [inst for inst in instances if _key(inst) not in by_key]
+    if args.ray is None:
+        for inst in todo:
+            finish(run_one(inst, args.timeout_scale, args.in_process, args.options, args.device))
+    else:
+        try:
+            run_on_ray(args.ray, todo, args, finish)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return None
+    return [by_key[_key(inst)] for inst in instances]
 
 
 if __name__ == "__main__":

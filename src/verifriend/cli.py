@@ -13,11 +13,13 @@ from verifriend.cli_bnn import bnn_app
 from verifriend.cli_common import (
     ConfigFile,
     DataDir,
+    DeviceOption,
     SetOption,
     console,
     err_console,
     user_errors,
 )
+from verifriend.cli_report import add_report_command
 
 app = typer.Typer(
     help="Train, verify and measure verification-friendly neural networks.",
@@ -28,6 +30,7 @@ app = typer.Typer(
 )
 
 app.add_typer(bnn_app, name="bnn")
+add_report_command(app)
 
 
 @app.command(epilog="Example: verifriend demo --out demo-out")
@@ -68,8 +71,9 @@ def train(
     weight_decay: Annotated[float, typer.Option(help="L2 penalty: this times the sum of squared weights, added to the loss.")] = 0.0,
     global_weight: Annotated[float, typer.Option(help="lambda of --method global: CE + lambda * the global-robustness regularizer at delta = --eps.")] = 0.1,
     limit: Annotated[int | None, typer.Option(help="Use only the first N training examples.")] = None,
+    val_split: Annotated[float, typer.Option(help="Share of the training examples held out for the validation accuracy shown after every epoch (0: none).")] = 0.1,
     seed: int = 0,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    device: DeviceOption = "cpu",
     restart: Annotated[bool, typer.Option(help="Start over even if --out holds an unfinished run.")] = False,
     recipe: Annotated[Path | None, typer.Option(help="YAML recipe of phases trained one after another (e.g. RS, then RS+NBC); each phase's settings override these options.")] = None,
 ) -> None:
@@ -84,13 +88,14 @@ def train(
     cfg = TrainConfig.from_dict({"method": "+".join(method), "epochs": epochs, "eps": eps, "lr": lr,
                                  "batch_size": batch_size, "limit": limit, "seed": seed,
                                  "device": device, "weight_decay": weight_decay,
-                                 "global_weight": global_weight})
+                                 "global_weight": global_weight, "val_split": val_split})
     phases = load_recipe(recipe, cfg) if recipe is not None else [cfg]
     _, ckpt, history = run_train(TrainSettings(out=out, phases=tuple(phases), arch=arch,
                                                dataset=dataset, data_dir=data_dir,
                                                restart=restart))
     last = history[-1]
-    console.print(f"wrote {ckpt} (train acc {100 * last['train_acc']:.1f}%, "
+    val = f", validation acc {100 * last['val_acc']:.1f}%" if "val_acc" in last else ""
+    console.print(f"wrote {ckpt} (train acc {100 * last['train_acc']:.1f}%{val}, "
                   f"{sum(h['time_s'] for h in history):.0f} s of training)")
 
 
@@ -111,6 +116,10 @@ def evaluate(
     data_dir: DataDir = None,
     out: Annotated[Path | None, typer.Option(help="Folder for results.json, verified.md, verified.csv, verified.png and the verifier logs.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    ray: Annotated[bool, typer.Option("--ray", help="The complete verifier's properties on Ray workers: a local Ray instance, one worker per core (needs `pip install 'verifriend[ray]'`).")] = False,
+    ray_address: Annotated[str | None, typer.Option(help="A running Ray cluster to use instead (host:port, or auto: the one on this machine); implies --ray.")] = None,
+    shard: Annotated[str | None, typer.Option(help="I/N: the complete verifier runs only the properties at positions p % N == I, into logs of their own (`.shardIofN` in the name).")] = None,
+    device: DeviceOption = "cpu",
 ) -> None:
     """Measure clean/PGD accuracy, stable-neuron ratios, properties proved by IBP/CROWN
     (and alpha-CROWN) and, with --timeout, by the complete verifier (UNSAT/SAT/timeout %, time,
@@ -120,11 +129,20 @@ def evaluate(
     run resumes."""
     from verifriend.app.display import comparison_table
     from verifriend.app.evaluate import evaluate_models
-    from verifriend.app.settings import CompareSettings, EvaluateSettings, parse_indices
+    from verifriend.app.settings import (
+        CompareSettings,
+        EvaluateSettings,
+        parse_indices,
+        parse_shard,
+    )
 
     rng = None if indices is None else parse_indices(indices, "--indices")
+    shards = None if shard is None else parse_shard(shard)
     runs = tuple(EvaluateSettings(m, tuple(eps), per_class, pgd_steps, timeout, test_limit,
-                                  data_dir, out, dataset, rng, alpha) for m in models)
+                                  data_dir, out, dataset, rng, alpha,
+                                  ray=ray_address or ("local" if ray else None), shard=shards,
+                                  device=device)
+                 for m in models)
     result = evaluate_models(CompareSettings(runs, out), progress=not json_out)
     if json_out:
         print(json.dumps(result if len(models) > 1 else result["models"][0], indent=2))
@@ -224,13 +242,14 @@ def bounds(
     method: Annotated[str, typer.Option(help="ibp | crown | alpha (alpha-CROWN).")] = "crown",
     iterations: Annotated[int, typer.Option(min=0, help="alpha-CROWN iterations.")] = 20,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    device: DeviceOption = "cpu",
 ) -> None:
     """Bound a.Y - b for every output constraint a.Y >= b of the spec, in file order."""
     from verifriend.app.bounds import bound_files
     from verifriend.app.display import bounds_table
     from verifriend.app.settings import BoundsSettings
 
-    result = bound_files(BoundsSettings(model, spec, method, iterations))
+    result = bound_files(BoundsSettings(model, spec, method, iterations, device))
     if json_out:
         print(json.dumps(result))
         return
@@ -253,7 +272,7 @@ def global_(
     attack_steps: Annotated[int, typer.Option(help="PGD steps per start.")] = 50,
     input_free: Annotated[bool, typer.Option(help="Branch and bound on the paper's input-free relaxation instead of the input-aware one.")] = False,
     batch: Annotated[int, typer.Option(help="Domains split per branch-and-bound step.")] = 32,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    device: DeviceOption = "cpu",
     seed: int = 0,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table (progress goes to stderr).")] = False,
 ) -> None:
@@ -287,6 +306,8 @@ def vnncomp(
     timeout: Annotated[float, typer.Option(min=0.001, help="Seconds for the whole run, loading included.")] = 300.0,
     config: ConfigFile = None,
     set_: SetOption = None,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Print each stage of the verifier, the time and the best bound so far to stderr.")] = False,
+    device: DeviceOption = "cpu",
 ) -> None:
     """Run one VNN-COMP instance with the complete verifier and write its result file.
 
@@ -301,7 +322,8 @@ def vnncomp(
     from verifriend.app.vnncomp import clear_result_file, run_vnncomp
 
     clear_result_file(out)  # first: a run that fails, on a bad option too, leaves no verdict
-    settings = VnncompSettings(model, spec, timeout, out, verifier_config(config, set_))
+    settings = VnncompSettings(model, spec, timeout, out, verifier_config(config, set_),
+                               device=device, verbose=verbose)
     # run as the `verifriend` executable, the process's start-up counts; called in-process
     # (e.g. by a test), the clock starts here
     elapsed = 0.0 if _process_start is None else time.monotonic() - _process_start
@@ -311,7 +333,9 @@ def vnncomp(
 
 @app.command(epilog="Example: verifriend verify --model runs/nbc/model.pt --eps 0.05 --timeout 60 "
              "--per-class 10  |  verifriend verify --model net.onnx --dataset mnist --indices "
-             "201:401 --eps 0.02 --timeout 30")
+             "201:401 --eps 0.02 --timeout 30  |  verifriend verify --model net.onnx --indices "
+             "0:1000 --eps 0.02 --timeout 30 --ray (one Ray worker per core; --ray-address "
+             "HOST:PORT for a cluster)")
 @user_errors
 def verify(
     model: Annotated[Path, typer.Option(help="A .pt written by `verifriend train`, or an ONNX network taking pixels in [0, 1].")],
@@ -328,16 +352,23 @@ def verify(
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of a table.")] = False,
     config: ConfigFile = None,
     set_: SetOption = None,
+    ray: Annotated[bool, typer.Option("--ray", help="Verify the properties on Ray workers: a local Ray instance, one worker per core (needs `pip install 'verifriend[ray]'`); this process writes --out.")] = False,
+    ray_address: Annotated[str | None, typer.Option(help="A running Ray cluster to use instead (host:port, or auto: the one on this machine); implies --ray.")] = None,
+    shard: Annotated[str | None, typer.Option(help="I/N: verify only the properties at positions p % N == I of the selection, into a results file of its own (`.shardIofN` in the default name).")] = None,
+    device: DeviceOption = "cpu",
 ) -> None:
     """Verify Linf robustness of test images with the complete verifier; resumes a killed run."""
     from verifriend.app.campaign import run_verify
     from verifriend.app.config import verifier_config
     from verifriend.app.display import campaign_table
-    from verifriend.app.settings import CampaignSettings, parse_indices
+    from verifriend.app.settings import CampaignSettings, parse_indices, parse_shard
 
     rng = None if indices is None else parse_indices(indices, "--indices")
     result = run_verify(CampaignSettings(model, eps, timeout, per_class, data_dir, out, seed,
-                                         verifier_config(config, set_), dataset, rng),
+                                         verifier_config(config, set_), dataset, rng,
+                                         ray=ray_address or ("local" if ray else None),
+                                         shard=None if shard is None else parse_shard(shard),
+                                         device=device),
                         progress=not json_out)
     if json_out:
         print(json.dumps(result.to_dict(), indent=2))

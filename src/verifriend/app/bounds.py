@@ -8,6 +8,7 @@ import torch
 
 from verifriend.app.settings import BoundsSettings
 from verifriend.bounds import Graph, compute_bounds
+from verifriend.device import torch_device
 from verifriend.errors import UserError
 from verifriend.specs.spec import Spec
 
@@ -15,8 +16,8 @@ from verifriend.specs.spec import Spec
 def _bound_rows(graph: Graph, spec: Spec, A: torch.Tensor, method: str, iterations: int):
     """Lower/upper bounds of ``A @ Y`` (A: (m, n_out)) over the spec's box."""
     dtype = graph.dtype or torch.float32
-    lo, hi = spec.input_box(graph.input_shape, dtype=dtype)
-    C = A.to(dtype).unsqueeze(0)
+    lo, hi = spec.input_box(graph.input_shape, dtype=dtype, device=graph.device)
+    C = A.to(dtype=dtype, device=graph.device).unsqueeze(0)
     if method == "alpha":
         from verifriend.bounds.alpha_crown import alpha_crown
 
@@ -47,7 +48,7 @@ def bound_constraints(graph: Graph, specs: list[Spec], method: str = "crown",
         A = torch.stack([a for _, a, _ in cons])
         b = torch.tensor([bb for _, _, bb in cons], dtype=torch.float64)
         lower, upper = _bound_rows(graph, spec, A, method, iterations)
-        lower, upper = lower.double() - b, upper.double() - b
+        lower, upper = lower.to("cpu", torch.float64) - b, upper.to("cpu", torch.float64) - b
         these = [{"clause": j, "lower": float(lo), "upper": float(up)}
                  for (j, _, _), lo, up in zip(cons, lower, upper)]
         if rows is None:
@@ -62,10 +63,11 @@ def bound_constraints(graph: Graph, specs: list[Spec], method: str = "crown",
 
 
 def bound_files(settings: BoundsSettings) -> dict:
-    """Load an ONNX network and a VNN-LIB spec and bound every output constraint."""
+    """Load an ONNX network and a VNN-LIB spec and bound every output constraint (on
+    ``settings.device``)."""
     from verifriend.bounds.frontends.onnx import load_onnx
     from verifriend.specs.vnnlib import read_vnnlib
 
-    graph = load_onnx(settings.model)
+    graph = load_onnx(settings.model).to(device=torch_device(settings.device))
     specs = read_vnnlib(settings.spec)
     return bound_constraints(graph, specs, settings.method, settings.iterations)

@@ -11,33 +11,46 @@ finished property, flushed and fsynced as soon as the property is decided. Resta
 same command reads the file, skips the properties already there and appends the rest, so
 a killed campaign loses at most the property it was working on. A last line cut short by
 the kill is dropped (the file is rewritten atomically without it) and that property redone.
+
+Each property is decided by :func:`~verifriend.app.campaign_property.property_row`, here or
+on Ray workers (``--ray``, :mod:`verifriend.app.campaign_ray`); either way this process is
+the file's only writer, appending each line as its property finishes. ``--shard I/N``
+verifies the properties at positions p % N == I of the selection into a file of its own
+(the header records the shard, so another shard's file is refused); :func:`merge_results`
+sums up the shards' files.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
-
+from verifriend.app.campaign_property import (
+    MISCLASSIFIED,
+    file_sha256,
+    load_problem,
+    property_row,
+    select_properties,
+    select_shard,
+)
 from verifriend.app.display import campaign_bar
-from verifriend.app.loaded import LoadedModel, load_model_file
+from verifriend.app.loaded import load_model_file
 from verifriend.app.outputs import check_out_file, output_dir, write_text_atomic
 from verifriend.app.settings import CampaignSettings
+from verifriend.device import torch_device
 from verifriend.errors import UserError
 from verifriend.verify.verifier import verify_spec
 
 FORMAT = "verifriend-campaign"
 VERSION = 1
-MISCLASSIFIED = "misclassified"
 # the settings a results file is bound to; a file written for other settings is refused
+# (a file from before shards has no "shard": it reads as None, an unsharded campaign)
 SETTING_KEYS = ("model", "model_sha256", "eps", "timeout", "per_class", "seed", "dataset",
-                "indices")
+                "indices", "shard")
 
 
 @dataclass
@@ -59,6 +72,7 @@ class CampaignSummary:
     resumed: int
     new: int
     summary: dict = field(default_factory=dict)
+    shard: list[int] | None = None  # [I, N]: the shard's properties only
 
     @property
     def complete(self) -> bool:
@@ -105,14 +119,6 @@ def summarize(lines: Iterable[dict]) -> dict:
         "mean_domains": _mean([p["domains"] for p in verified]),
         "counts": count,
     }
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_results(path: str | os.PathLike) -> tuple[dict | None, list[dict], bool]:
@@ -226,7 +232,7 @@ def _describe(settings: dict) -> str:
 def run_verify(settings: CampaignSettings, *, progress: bool = True) -> CampaignSummary:
     """The `verify` job: the results file is checked before any work (a missing model is
     :func:`campaign`'s to report), then the campaign runs."""
-    out = settings.results_file
+    out = results_path(settings)
     if Path(settings.model).is_file():
         check_results_file(out, "--out" if settings.out is not None else "the results file")
     return campaign(settings, progress=progress)
@@ -247,7 +253,8 @@ def _settings_key(s: CampaignSettings, dataset: str) -> dict:
     model = Path(s.model)
     return {"model": str(model.resolve()), "model_sha256": file_sha256(model), "eps": float(s.eps),
             "timeout": float(s.timeout), "per_class": int(s.per_class), "seed": int(s.seed),
-            "dataset": dataset, "indices": None if s.indices is None else list(s.indices)}
+            "dataset": dataset, "indices": None if s.indices is None else list(s.indices),
+            "shard": None if s.shard is None else list(s.shard)}
 
 
 def _check_header(out: Path, header: dict | None, lines: list[dict], key: dict) -> None:
@@ -284,47 +291,14 @@ def _resume(out: Path, header: dict | None, lines: list[dict], truncated: bool,
     return done
 
 
-def property_images(loaded: LoadedModel, data_dir, per_class: int, seed: int,
-                    indices: tuple[int, int] | None) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-    """The test images in the model's input shape, their labels, and the properties' indices:
-    test images ``indices`` = [start, stop) when given, else ``per_class`` of each class."""
-    from verifriend.data import load_dataset, select_per_class
-
-    data = load_dataset(loaded.dataset, data_dir)
-    x = loaded.inputs(data.x_test)
-    if indices is None:
-        return x, data.y_test, select_per_class(data.y_test, per_class, seed=seed).tolist()
-    if indices[1] > len(x):
-        raise UserError(f"--indices {indices[0]}:{indices[1]} runs past the {len(x)} test "
-                        f"images of {data.display_name}.")
-    return x, data.y_test, list(range(*indices))
-
-
-def _decide(model, graph, x: torch.Tensor, label: int, s: CampaignSettings, verify: Callable,
-            input_shape: tuple, num_classes: int) -> dict:
-    """One property's result line (without its index): misclassified, or the verifier's
-    verdict with the share of ReLUs CROWN finds stable on the eps-ball."""
-    from verifriend.bounds.crown import crown
-    from verifriend.bounds.result import stable_mask
-    from verifriend.specs.spec import Spec
-
-    with torch.no_grad():
-        pred = int(model(x.unsqueeze(0)).argmax(1))
-    row = {"label": label, "predicted": pred}
-    if pred != label:
-        row.update(status=MISCLASSIFIED, time_s=0.0, domains=0, stage="", stable_pct=None)
-        return row
-    spec = Spec.linf_robustness(x.flatten(), label, s.eps, num_classes, 0.0, 1.0)
-    lo, hi = spec.input_box(input_shape, dtype=torch.float32)
-    with torch.no_grad():
-        mask = stable_mask(crown(graph, lo, hi))[0]
-    stable = 100.0 * float(mask.double().mean()) if mask.numel() else 100.0
-    v = verify(graph, [spec], input_shape, timeout=s.timeout, config=s.verifier)
-    row.update(status=v.status, time_s=float(v.time_s), domains=int(v.domains), stage=v.stage,
-               stable_pct=stable)
-    if "late" in v.details:  # decided after the timeout: logged, not counted
-        row["late"] = v.details["late"]
-    return row
+def results_path(settings: CampaignSettings) -> Path:
+    """The results file: ``--out``, else `<model stem>.verify.eps<E>.jsonl` beside the model,
+    with `.shard<I>of<N>` before `.jsonl` for shard I of N (each shard has its own file)."""
+    out = Path(settings.results_file)
+    if settings.out is not None or settings.shard is None:
+        return out
+    i, n = settings.shard
+    return out.with_name(f"{out.name.removesuffix('.jsonl')}.shard{i}of{n}.jsonl")
 
 
 def campaign(settings: CampaignSettings, *, verify: Callable | None = None,
@@ -333,35 +307,88 @@ def campaign(settings: CampaignSettings, *, verify: Callable | None = None,
 
     ``verify`` has the signature of :func:`~verifriend.verify.verifier.verify_spec` (the
     default) and gets ``settings.verifier`` as its ``config``; it is called once per
-    correctly classified property not yet in the results file. Each decided property is
-    appended to the file at once (flushed and fsynced). Raises UserError for a file written
-    for other settings.
+    correctly classified property not yet in the results file, by
+    :func:`~verifriend.app.campaign_property.property_row` in this process, or in Ray workers
+    with ``settings.ray`` (:mod:`verifriend.app.campaign_ray`; ``verify`` is sent to them).
+    With ``settings.shard`` = (I, N) only the properties at positions p % N == I of the
+    selection are verified, into a file of their own (:func:`results_path`).
+    Each decided property is appended to the file at once (flushed and fsynced), by this
+    process only. Raises UserError for a file written for other settings.
     """
     s = settings
     verify = verify or verify_spec
+    torch_device(s.device)  # one sentence before any work when the GPU is not there
+    if s.ray is not None:
+        from verifriend.app.campaign_ray import import_ray
+
+        import_ray()  # without Ray, one sentence before any work
     loaded = load_model_file(s.model, s.dataset)
-    out = check_results_file(s.results_file)
+    out = check_results_file(results_path(s))
     fresh = not os.path.lexists(out)
     key = _settings_key(s, loaded.dataset)
     header, lines, truncated = read_results(out)
     _check_header(out, header, lines, key)
     with _discard_if_unused(out, fresh):  # a failed new campaign leaves nothing behind
-        x, y, idx = property_images(loaded, s.data_dir, s.per_class, s.seed, s.indices)
+        problem = load_problem(s, loaded)
+        selected = select_properties(problem, s.per_class, s.seed, s.indices)
+        idx = select_shard(selected, s.shard)
         done = _resume(out, header, lines, truncated, idx, {
-            "format": FORMAT, "version": VERSION, **key, "total": len(idx)})
+            "format": FORMAT, "version": VERSION, **key, "total": len(idx),
+            **({"selected": len(selected)} if s.shard else {})})
         todo = [i for i in idx if i not in done]
         with campaign_bar(progress and bool(todo), len(idx),
                           [r["status"] for r in done.values()], s.eps) as tick, \
                 open(out, "a") as f:
-            for i in todo:
-                row = {"index": i, **_decide(loaded.module, loaded.graph, x[i], int(y[i]), s,
-                                             verify, loaded.input_shape, loaded.num_classes)}
+            def record(row: dict) -> None:
                 _append(f, row)
-                done[i] = row
-                tick(i, row["status"])
+                done[row["index"]] = row
+                tick(row["index"], row["status"])
+
+            if s.ray is None:
+                for i in todo:
+                    record(property_row(problem, s, i, verify))
+            else:
+                from verifriend.app.campaign_ray import decide_on_ray
+
+                decide_on_ray(s, key, todo, record, verify)
         ordered = [done[i] for i in idx if i in done]
         return CampaignSummary(
             model=str(s.model), dataset=loaded.dataset, eps=float(s.eps),
             timeout=float(s.timeout), per_class=s.per_class, seed=s.seed, out_jsonl=str(out),
             total=len(idx), resumed=len(idx) - len(todo), new=len(todo), summary=summarize(ordered),
+            shard=None if s.shard is None else list(s.shard),
         )
+
+
+def merge_results(files: Iterable[str | os.PathLike]) -> dict:
+    """The statistics of a campaign run as shards (``--shard I/N``, one results file each):
+    :func:`summarize` over the properties of every file, with ``total`` (the properties of
+    the whole selection), ``shards`` (the [I, N] found) and ``complete`` (every shard there,
+    every property decided). Files of other settings, a shard given twice or a property in
+    two files are refused (UserError)."""
+    files = [Path(f) for f in files]
+    if not files:
+        raise UserError("merge_results needs at least one results file.")
+    headers, lines = [], []
+    for f in files:
+        header, ls, _ = read_results(f)  # a last line cut short is not counted
+        if header is None:
+            raise UserError(f"{f} has no campaign header; is it a verifriend campaign file?")
+        headers.append(header)
+        lines += ls
+    same = [k for k in SETTING_KEYS if k != "shard"]
+    shards = [tuple(h["shard"]) if h.get("shard") else (0, 1) for h in headers]
+    for f, h, sh in zip(files, headers, shards):
+        if [h.get(k) for k in same] != [headers[0].get(k) for k in same]:
+            raise UserError(f"{f} holds results for {_describe(h)}, not {_describe(headers[0])}.")
+        if sh[1] != shards[0][1]:
+            raise UserError(f"{f} is shard {sh[0]}/{sh[1]}, {files[0]} one of {shards[0][1]}.")
+    if len(set(shards)) != len(shards):
+        raise UserError("a shard is given twice; give each shard's file once.")
+    indices = [ln["index"] for ln in lines]
+    if len(set(indices)) != len(indices):
+        raise UserError("a property is in two of the files; they are not shards of one campaign.")
+    total = headers[0].get("selected", headers[0]["total"])  # "selected": in a shard's file
+    complete = len(shards) == shards[0][1] and len(lines) == total
+    return {**summarize(lines), "total": total, "shards": sorted(list(sh) for sh in shards),
+            "complete": complete}

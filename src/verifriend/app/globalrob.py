@@ -19,6 +19,7 @@ import torch
 from verifriend.app.loaded import load_model_file
 from verifriend.app.settings import GlobalSettings
 from verifriend.deadline import Deadline
+from verifriend.device import torch_device
 from verifriend.errors import DataNotFoundError, UserError
 from verifriend.globalrob.attack import joint_pgd
 from verifriend.globalrob.bab import GlobalBabSettings, global_bab
@@ -28,9 +29,7 @@ Show = Callable[[str, dict], None]
 
 
 def _device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for, but PyTorch sees no CUDA GPU here.")
-    return torch.device(name)
+    return torch_device(name)
 
 
 def _attack_starts(settings: GlobalSettings, loaded) -> tuple[torch.Tensor | None, str | None]:

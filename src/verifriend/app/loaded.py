@@ -4,6 +4,8 @@ module for accuracy and attacks, and the data set whose test images it is checke
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +40,16 @@ class LoadedModel:
     num_classes: int
     dataset: str
     arch: str
+
+    def to(self, device: torch.device) -> LoadedModel:
+        """This model with its module and graph on ``device`` (itself when they are there)."""
+        device = torch.device(device)
+        if self.graph.device in (None, device):
+            return self
+        graph = self.graph.to(device=device)
+        module = (GraphModule(graph).eval() if isinstance(self.module, GraphModule)
+                  else copy.deepcopy(self.module).to(device))
+        return dataclasses.replace(self, module=module, graph=graph)
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         """Data set images ``(N, C, H, W)`` in this model's input shape (a flat ONNX input

@@ -56,6 +56,16 @@ def parse_indices(text: str, name: str) -> tuple[int, int]:
     return start, stop
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` -> (I, N) for ``--shard``; one sentence when it is not two integers (the
+    range is :func:`check_shard`'s)."""
+    try:
+        i, n = (int(p) for p in text.split("/"))
+    except ValueError:
+        raise UserError(f"--shard must be I/N (e.g. 0/4 for the first of four), got '{text}'.") from None
+    return i, n
+
+
 def check_index_range(value: Any, name: str) -> None:
     """None, or test images [start, stop) with 0 <= start < stop."""
     if value is None:

@@ -48,6 +48,10 @@ class Splits:
             }
         )
 
+    def to(self, device) -> Splits:
+        """These splits on ``device``."""
+        return Splits({r: s.to(device) for r, s in self.signs.items()})
+
     def __len__(self) -> int:
         return next(iter(self.signs.values())).shape[0] if self.signs else 0
 

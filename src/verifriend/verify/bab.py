@@ -98,16 +98,18 @@ def target_rows(lower: Tensor, clause: Tensor, n_clauses: int) -> tuple[Tensor, 
     """One-hot (D, m) of the best row of the worst clause, and the (D, m) indicator of
     the best row of every clause not yet excluded."""
     D, m = lower.shape
-    ar = torch.arange(D)
-    best_row = torch.empty(D, n_clauses, dtype=torch.long)
-    best_val = torch.empty(D, n_clauses, dtype=lower.dtype)
+    dev = lower.device
+    clause = clause.to(dev)
+    ar = torch.arange(D, device=dev)
+    best_row = torch.empty(D, n_clauses, dtype=torch.long, device=dev)
+    best_val = torch.empty(D, n_clauses, dtype=lower.dtype, device=dev)
     for j in range(n_clauses):
         idx = (clause == j).nonzero().squeeze(1)
         val, k = lower[:, idx].max(1)
         best_row[:, j], best_val[:, j] = idx[k], val
-    worst = torch.zeros(D, m, dtype=torch.bool)
+    worst = torch.zeros(D, m, dtype=torch.bool, device=dev)
     worst[ar, best_row[ar, best_val.argmin(1)]] = True
-    open_best = torch.zeros(D, m, dtype=torch.bool)
+    open_best = torch.zeros(D, m, dtype=torch.bool, device=dev)
     for j in range(n_clauses):
         open_best[ar, best_row[:, j]] |= best_val[:, j] <= 0
     return worst, open_best
@@ -256,7 +258,7 @@ def _child_state(graph, cur: _Pool, coefs: dict[int, Tensor], nodes, neurons,
     D = len(cur)
     warm = cur.state.select(parent)
     betas = dict(warm.betas)
-    ar = torch.arange(D)
+    ar = torch.arange(D, device=nodes.device)
     for r in set(nodes.tolist()):
         if r not in coefs:
             continue
@@ -276,10 +278,10 @@ def _child_state(graph, cur: _Pool, coefs: dict[int, Tensor], nodes, neurons,
 
 def unstable_count(graph: Graph, intervals: list[Interval]) -> Tensor:
     """(D,) the number of unstable ReLUs (pre-activation bounds straddling 0) per domain."""
-    n = torch.zeros(intervals[0][0].shape[0], dtype=torch.long)
+    n = torch.zeros(intervals[0][0].shape[0], dtype=torch.long, device=intervals[0][0].device)
     for r in graph.relu_nodes():
         lo, up = intervals[graph.nodes[r].inputs[0]]
-        n += ((lo < 0) & (up > 0)).flatten(1).sum(1).cpu()
+        n += ((lo < 0) & (up > 0)).flatten(1).sum(1)
     return n
 
 
@@ -343,7 +345,7 @@ def _step(graph, x_lower, x_upper, cur: _Pool, margin, config: BabConfig, exact_
             return 0, (0, None), n_exact, n_open
         cur, nodes, neurons = cur.take(keep), nodes[keep], neurons[keep]
         D = len(cur)
-    kids, parent = branch(cur.splits, torch.arange(D), nodes, neurons)
+    kids, parent = branch(cur.splits, torch.arange(D, device=nodes.device), nodes, neurons)
     lo2 = x_lower.expand(2 * D, *x_lower.shape[1:])
     hi2 = x_upper.expand(2 * D, *x_upper.shape[1:])
     coefs = relu_output_coefficients(graph, lo1[:D], hi1[:D], cur.splits, cur.state,

@@ -62,7 +62,8 @@ def _input_coefficients(graph: Graph, A: Tensor, intervals) -> Tensor:
 def _children(lo: Tensor, hi: Tensor, dims: Tensor) -> tuple[Tensor, Tensor]:
     """Both halves of every box along ``dims``: (2D, ...) lows and highs, lower halves first."""
     flo, fhi = lo.flatten(1), hi.flatten(1)
-    ar = torch.arange(lo.shape[0])
+    ar = torch.arange(lo.shape[0], device=lo.device)
+    dims = dims.to(lo.device)
     mid = ((flo + fhi) / 2)[ar, dims]
     hi_left, lo_right = fhi.clone(), flo.clone()
     hi_left[ar, dims] = mid
@@ -85,7 +86,7 @@ class _Boxes:
         self.dim = torch.cat([self.dim, other.dim])
 
     def pop_worst(self, k: int) -> _Boxes:
-        take = torch.zeros(len(self), dtype=torch.bool)
+        take = torch.zeros(len(self), dtype=torch.bool, device=self.margin.device)
         take[self.margin.topk(min(k, len(self)), largest=False).indices] = True
         out = _Boxes(self.lo[take], self.hi[take], self.margin[take], self.dim[take])
         self.lo, self.hi = self.lo[~take], self.hi[~take]
@@ -247,14 +248,15 @@ def _keep_better(n: int, ia: Tensor, proved: Tensor, kids: _Boxes) -> tuple[int,
     """Of the children of ``n`` parents (:func:`_split_candidates`), those of the candidate
     split whose worse child is better: (the number of them proved, the open ones)."""
     # per child: its parent, its candidate (0: suggested, 1: widest), its margin
-    a = ia.numel()
-    parent = torch.cat([torch.arange(n), torch.arange(n), ia, ia])
-    cand = torch.cat([torch.zeros(2 * n, dtype=torch.long),
-                      torch.ones(2 * a, dtype=torch.long)])
-    score = torch.full((proved.shape[0],), float("inf"), dtype=kids.margin.dtype)
+    a, dev = ia.numel(), proved.device
+    ia = ia.to(dev)
+    parent = torch.cat([torch.arange(n, device=dev), torch.arange(n, device=dev), ia, ia])
+    cand = torch.cat([torch.zeros(2 * n, dtype=torch.long, device=dev),
+                      torch.ones(2 * a, dtype=torch.long, device=dev)])
+    score = torch.full((proved.shape[0],), float("inf"), dtype=kids.margin.dtype, device=dev)
     score[~proved] = kids.margin
     # the worse child of each (parent, candidate); -inf for a candidate not tried
-    worse = torch.full((2 * n,), float("-inf"), dtype=score.dtype).scatter_reduce(
+    worse = torch.full((2 * n,), float("-inf"), dtype=score.dtype, device=dev).scatter_reduce(
         0, parent * 2 + cand, score, "amin", include_self=False).view(n, 2)
     choose = (worse[:, 1] > worse[:, 0]).long()
     chosen = cand == choose[parent]
