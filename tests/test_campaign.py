@@ -14,24 +14,12 @@ from typer.testing import CliRunner
 
 from verifriend.app import campaign
 from verifriend.app.campaign import read_results, run_campaign, summarize
-from verifriend.app.train import train_and_save
 from verifriend.cli import app
 from verifriend.data import load_dataset, select_per_class
 from verifriend.errors import UserError
-from verifriend.train import TrainConfig
 from verifriend.verify.result import STATUSES, Verdict
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    """A small fc net (1 x 20 ReLUs) trained for a few seconds on the embedded MNIST subset."""
-    data = load_dataset("mnist-embedded")
-    cfg = TrainConfig(method="natural", epochs=3, lr=1e-2, limit=2000, seed=0)
-    _, path, _ = train_and_save("fc_1x20", data, cfg, tmp_path_factory.mktemp("model"),
-                                progress=False)
-    return path
 
 
 @pytest.fixture(scope="module")

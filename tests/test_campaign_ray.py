@@ -15,12 +15,10 @@ from typer.testing import CliRunner
 from verifriend.app.campaign import campaign, merge_results, read_results
 from verifriend.app.campaign_ray import MAX_RETRIES, RAY_MISSING
 from verifriend.app.settings import CampaignSettings
-from verifriend.app.train import train_and_save
 from verifriend.cli import app
 from verifriend.data import load_dataset
 from verifriend.errors import UserError
 from verifriend.specs.spec import Spec
-from verifriend.train import TrainConfig
 from verifriend.verify.verifier import verify_spec
 
 runner = CliRunner()
@@ -39,16 +37,6 @@ def ray_cluster():
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     yield ray
     ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    """A small fc net (1 x 20 ReLUs) trained for a few seconds on the embedded MNIST subset."""
-    data = load_dataset("mnist-embedded")
-    cfg = TrainConfig(method="natural", epochs=3, lr=1e-2, limit=2000, seed=0)
-    _, path, _ = train_and_save("fc_1x20", data, cfg, tmp_path_factory.mktemp("model"),
-                                progress=False)
-    return path
 
 
 def settings(ckpt, out, **kw) -> CampaignSettings:

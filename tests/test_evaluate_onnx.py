@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -121,3 +122,41 @@ def test_bad_evaluate_inputs_are_one_sentence(setup, args, words):
                             "--dataset", "tiny", "--timeout", "5", *args])
     assert r.exit_code == 2 and "Traceback" not in r.output and words in r.output, r.output
     assert sorted(p.name for p in tmp.iterdir()) == before  # no log, no folder left behind
+
+
+VNNLP = Path(__file__).resolve().parents[2] / "shared" / "vnnlp" / "mnist_relu_2_50.onnx"
+DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+@pytest.mark.skipif(not VNNLP.is_file() or not (DATASETS / "mnist").is_dir(),
+                    reason="../shared/vnnlp or ../shared/datasets/mnist absent")
+def test_verify_the_vnn_papers_onnx_network_on_mnist(tmp_path):
+    """A user's ONNX model (flat 784 input, pixels in [0, 1]) on the MNIST test images: the
+    campaign's predictions are onnxruntime's, misclassified exactly where it misclassifies,
+    and the easy radius is mostly proved; a data set of another shape is one sentence, and
+    no log is written."""
+    from verifriend.data import load_dataset
+
+    log = tmp_path / "v.jsonl"
+    r = runner.invoke(app, ["verify", "--model", str(VNNLP), "--dataset", "mnist",
+                            "--data-dir", str(DATASETS), "--indices", "0:12", "--eps", "0.02",
+                            "--timeout", "10", "--out", str(log), "--json"])
+    assert r.exit_code == 0, r.output
+    lines = [json.loads(s) for s in log.read_text().splitlines()]
+    assert lines[0]["dataset"] == "mnist" and [ln["index"] for ln in lines[1:]] == list(range(12))
+    data = load_dataset("mnist", str(DATASETS))
+    x = data.x_test[:12].numpy().reshape(12, 784).astype(np.float32)
+    sess = ort.InferenceSession(str(VNNLP), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    pred = [int(sess.run(None, {name: xi[None]})[0].argmax()) for xi in x]
+    assert [ln["predicted"] for ln in lines[1:]] == pred
+    for ln, p, label in zip(lines[1:], pred, data.y_test[:12].tolist()):
+        assert ln["label"] == label
+        assert (ln["status"] == "misclassified") == (p != label)
+        assert ln["status"] in ("unsat", "sat", "timeout", "unknown", "misclassified")
+    assert sum(ln["status"] == "unsat" for ln in lines[1:]) >= 8  # eps 0.02 is easy here
+    bad = runner.invoke(app, ["verify", "--model", str(VNNLP), "--dataset", "cifar10",
+                              "--data-dir", str(DATASETS), "--indices", "0:4", "--eps", "0.02",
+                              "--timeout", "5", "--out", str(tmp_path / "c.jsonl")])
+    assert bad.exit_code == 2 and "takes inputs of shape (784,)" in bad.output, bad.output
+    assert not (tmp_path / "c.jsonl").exists()

@@ -171,13 +171,13 @@ def decide_on_ray(settings: CampaignSettings, key: dict, todo: list[int],
 
 
 # The model and test images of the campaign a Ray worker process is deciding, by (model
-# sha256, data set, data folder): a worker loads them on its first property and keeps them
-# for the next ones (one campaign at a time).
+# sha256, data set, data folder, device): a worker loads them on its first property and
+# keeps them for the next ones (one campaign at a time).
 _WORKER_PROBLEMS: dict[tuple, CampaignProblem] = {}
 
 
 def _worker_problem(s: CampaignSettings, sha256: str) -> CampaignProblem:
-    k = (sha256, s.dataset, s.data_dir)
+    k = (sha256, s.dataset, s.data_dir, s.device)
     if k not in _WORKER_PROBLEMS:
         import socket
 

@@ -12,7 +12,7 @@ __all__ = ["DEMO_METRICS", "HIGHER_IS_BETTER", "LOWER_IS_BETTER", "bar_chart", "
 # (key in a model's metrics dict, column label) in display order
 DEMO_METRICS: list[tuple[str, str]] = [
     ("clean_acc", "Clean acc %"),
-    ("pgd_acc", "PGD-100 acc %"),
+    ("pgd_acc", "PGD acc %"),
     ("stable_pct", "Stable %"),
     ("proved_ibp_pct", "Proved IBP %"),
     ("proved_crown_pct", "Proved CROWN %"),
