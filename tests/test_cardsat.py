@@ -5,7 +5,10 @@
 - larger random formulas (50-200 variables): verdicts against CaDiCaL (PySAT) on a CNF
   reification of every card;
 - one loaded solver answering many assumption sets agrees with fresh solvers;
-- conflict and time limits give "unknown"; solving releases the GIL.
+- conflict and time limits give "unknown"; solving releases the GIL;
+- MiniSatCS's known defects as regressions: the final conflict when a card propagation falsifies
+  an assumption, and variables that are pure, unused or fixed at level 0 assumed later;
+- the EEV heuristics (phase saving off, random polarity, random decisions) and `native-eev`.
 """
 
 from __future__ import annotations
@@ -101,6 +104,8 @@ MODES = {
     "keep": {"assumption_mode": 1, "keep_base_max": 1000, "reset_after": 0},
     # heuristics reset at every later solve and again after its first conflict
     "reset": {"assumption_mode": 1, "reset_between": 7, "reset_after": 1},
+    # EEV's MiniSatCS heuristics (no phase saving, random polarity) plus random decisions
+    "eev": {"phase_saving": 0, "random_polarity": 1, "random_var_freq": 0.1, "random_seed": 7},
 }
 
 
@@ -347,7 +352,7 @@ def test_incremental_solver_agrees_with_fresh_ones(mode: str) -> None:
     assert {"sat", "unsat"} <= set(verdicts)
     stats = loaded.solver.stats()
     assert stats["conflicts"] > 100
-    if mode in ("base", "reset"):  # clauses learned from the assumptions are gone after each call
+    if mode in ("base", "reset", "eev"):  # clauses learned from the assumptions are gone after each call
         assert stats["temporary_learned"] > 0 and stats["kept_with_base"] == 0
     elif mode == "keep":  # ... or kept, valid for the later assumption sets checked above
         assert stats["kept_with_base"] > 0 and stats["learnts"] > 0
@@ -446,6 +451,129 @@ def test_solve_releases_the_gil() -> None:
         t.join()
     assert results == ["unknown", "unknown"]
     assert longest_gap < 0.5
+
+
+# ---------------------------------------------------------------- MiniSatCS's known defects
+
+
+def check_against_brute(f: CardFormula, s: _cardsat.Solver, models: np.ndarray,
+                        assumptions: list[int]) -> str:
+    status = s.solve(assumptions)
+    assert status == ("sat" if satisfiable_under(models, assumptions) else "unsat"), assumptions
+    check_answer(f, s, status, assumptions)
+    if status == "unsat":
+        assert not satisfiable_under(models, s.core()), (assumptions, s.core())
+    return status
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_regression_final_conflict_through_cards(mode: str) -> None:
+    """An assumption falsified by a card propagation from earlier assumptions (MiniSatCS's
+    final conflict analysis fails there): unsat with a core that is itself unsat."""
+    f = CardFormula(num_vars=10)
+    f.add_card(7, [1, 2, 3], 2)  # y=7 from two of 1..3 (target-inferring)
+    f.add_card(8, [4, 5, 6], 3)  # y=8 true forces 4, 5, 6 (operand-inferring)
+    f.add_card(9, [7, -8, 1, 1], 3)  # weights: 1 counts twice
+    f.add_card(10, [9, 4], 2)  # a chain of cards to the goal
+    models = brute_force(f)
+    s = new_solver(f, mode)
+    queries = [
+        [1, 2, -7],  # card propagates 7, assumption -7 falsified
+        [-7, 1, 2],  # the same, the falsified assumption first
+        [8, -5],  # y true forces 5 against the assumption
+        [-5, 8],
+        [1, 2, -8, -9],  # 9 from 7, 1 (weight 2) against -9
+        [1, 3, 8, 6, -10],  # through two levels of cards
+        [3, 8, -4],
+        [1, -7, 2, 3, -9, 8],
+        [],
+    ]
+    for _ in range(2):  # repeated solves on one solver, and a fresh one per query
+        statuses = [check_against_brute(f, s, models, q) for q in queries]
+        for q, st in zip(queries, statuses, strict=True):
+            assert check_against_brute(f, new_solver(f, mode), models, q) == st
+    assert statuses[:7] == ["unsat"] * 7
+    backend = NativeBackend(options=MODES[mode])
+    backend.load(f)
+    assert backend.solve([1, 2, -7]).status == "unsat"
+    assert not satisfiable_under(models, backend.core()) and set(backend.core()) <= {1, 2, -7}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_regression_dead_and_level0_variables_under_assumptions(mode: str) -> None:
+    """Variables that occur in one polarity only, in no constraint, or are fixed or satisfied
+    away at level 0 (MiniSatCS removes dead variables unsoundly under assumptions) must answer
+    correctly when assumed later, in any order, across repeated solves on one solver."""
+    f = CardFormula(num_vars=14)
+    f.add_clause([1, 2])  # 1, 2: pure (positive only)
+    f.add_clause([1, 3, -4])  # 3 pure positive, 4 pure negative
+    f.add_clause([5])  # 5 fixed true at level 0
+    f.add_clause([5, 6])  # satisfied at level 0, removed by simplification: 6 then dead
+    f.add_clause([-5, 7])  # 7 fixed true by propagation at level 0
+    f.add_card(8, [5, 7, 9], 2)  # y=8 decided at level 0 by fixed literals; 9 only here
+    f.add_card(10, [10, 11, 12], 2)  # y inside its own sum
+    f.add_card(13, [-11, -12], 1)
+    # 14: in no constraint at all
+    models = brute_force(f)
+    rng = random.Random(5)
+    lits = [v * sgn for v in range(1, 15) for sgn in (1, -1)]
+    queries = [[-5], [-7], [-8], [6], [-6], [-6, -1, -2], [-1, -2], [4, -1, -3], [9], [-9, 8],
+               [14], [-14], [10, -11, -12], [-13, 10], [-5, 6, 9]]
+    queries += [rng.sample(lits, rng.randint(1, 5)) for _ in range(60)]
+    s = new_solver(f, mode)
+    for round_ in range(3):
+        order = list(queries) if round_ == 0 else rng.sample(queries, len(queries))
+        for q in order:
+            check_against_brute(f, s, models, q)
+            if round_ == 0:
+                check_against_brute(f, new_solver(f, mode), models, q)
+    assert s.okay() and s.solve([]) == "sat" and f.check(s.model())
+
+
+def test_heuristic_options_are_reproducible() -> None:
+    """Random polarity and decisions come from a seeded generator: the same seed gives the same
+    search; every option combination stays correct."""
+    rng = random.Random(11)
+    f, _ = layered_formula(rng, 40, [40, 30, 10])
+    runs = []
+    assumptions = [v if rng.random() < 0.5 else -v for v in range(1, 13)]
+    for opts in ({"phase_saving": 0}, {"phase_saving": 0, "default_negative": 0},
+                 {"random_polarity": 1, "random_seed": 3}, {"random_polarity": 1, "random_seed": 3},
+                 {"random_var_freq": 0.2, "random_seed": 9}):
+        s = _cardsat.Solver()
+        for k, v in opts.items():
+            s.set_option(k, v)
+        s.reserve_vars(f.num_vars)
+        s.add_clauses(f.clauses)
+        s.add_cards(f.cards)
+        status = s.solve(assumptions)
+        if status == "sat":
+            assert f.check(s.model()) and set(assumptions) <= set(s.model())
+        runs.append((status, s.stats()["decisions"], s.stats()["conflicts"]))
+    assert runs[2] == runs[3]  # same seed, same search
+    with pytest.raises(ValueError):
+        _cardsat.Solver().set_option("no_such_option", 1)
+
+
+def test_native_eev_backend_matches_native() -> None:
+    """native-eev: a new solver per query, the assumptions as unit clauses."""
+    from verifriend.bnn.solvers import make_backend
+
+    rng = random.Random(3)
+    f, _ = layered_formula(rng, 30, [25, 20, 8])
+    eev, plain = make_backend("native-eev"), NativeBackend()
+    assert eev.name == "native-eev"
+    eev.load(f)
+    plain.load(f)
+    for _ in range(25):
+        q = [v if rng.random() < 0.5 else -v for v in rng.sample(range(1, 31), 12)]
+        a, b = eev.solve(q), plain.solve(q)
+        assert a.status == b.status
+        if a.status == "sat":
+            assert f.check(a.model) and set(q) <= set(a.model)
+            assert "load_s" in a.stats and a.time_s >= a.stats["load_s"]
+        else:
+            assert set(eev.core()) == set(q)
 
 
 # ---------------------------------------------------------------- the backend

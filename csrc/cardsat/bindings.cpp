@@ -146,6 +146,16 @@ NB_MODULE(_cardsat, m) {
               o.reset_between = static_cast<int>(value);
             } else if (name == "reset_after") {
               o.reset_after = static_cast<int>(value);
+            } else if (name == "phase_saving") {
+              o.phase_saving = static_cast<int>(value);
+            } else if (name == "random_polarity") {
+              o.random_polarity = static_cast<int>(value);
+            } else if (name == "random_var_freq") {
+              o.random_var_freq = value;
+            } else if (name == "random_seed") {
+              o.random_seed = value;
+            } else if (name == "default_negative") {
+              o.default_negative = value != 0.0;
             } else {
               throw nb::value_error(("cardsat: unknown option " + name).c_str());
             }

@@ -40,6 +40,7 @@ Var Solver::new_var() {
   activity_.push_back(0.0);
   prio_.push_back(0);
   phase_.push_back(opts_.default_negative ? 1 : 0);
+  fixed_phase_.push_back(opts_.default_negative ? 1 : 0);
   seen_.push_back(0);
   base_seen_.push_back(0);
   heap_idx_.push_back(-1);
@@ -173,6 +174,7 @@ void Solver::set_phases(const std::vector<int>& lits) {
   for (int d : lits) {
     const Lit l = to_lit(d);
     phase_[lit_var(l)] = lit_negated(l) ? 1 : 0;
+    fixed_phase_[lit_var(l)] = lit_negated(l) ? 1 : 0;
   }
 }
 
@@ -1063,12 +1065,37 @@ bool Solver::should_restart() {
          ema_fast_ > opts_.restart_margin * ema_slow_;
 }
 
+double Solver::drand() {  // MiniSat's generator (Park-Miller in doubles)
+  rnd_state_ *= 1389796;
+  const int q = static_cast<int>(rnd_state_ / 2147483647);
+  rnd_state_ -= static_cast<double>(q) * 2147483647;
+  return rnd_state_ / 2147483647;
+}
+
 Lit Solver::pick_branch() {
-  while (!heap_.empty()) {
-    const Var v = heap_pop();
-    if (vals_[make_lit(v, false)] == 0) return make_lit(v, phase_[v] != 0);
+  if (rnd_state_ == 0.0) {
+    rnd_state_ = opts_.random_seed;
+    if (!(rnd_state_ > 0.0 && rnd_state_ < 2147483647.0)) rnd_state_ = 91648253.0;
   }
-  return kLitUndef;
+  Var next = static_cast<Var>(-1);
+  if (opts_.random_var_freq > 0.0 && !heap_.empty() && drand() < opts_.random_var_freq) {
+    const Var v = heap_[static_cast<size_t>(drand() * static_cast<double>(heap_.size()))];
+    if (vals_[make_lit(v, false)] == 0 && !(prio_active_ && prio_[v] < prio_[heap_[0]])) next = v;
+  }
+  while (next == static_cast<Var>(-1)) {
+    if (heap_.empty()) return kLitUndef;
+    const Var v = heap_pop();
+    if (vals_[make_lit(v, false)] == 0) next = v;
+  }
+  bool neg;
+  if (opts_.random_polarity) {
+    neg = drand() < 0.5;
+  } else if (opts_.phase_saving) {
+    neg = phase_[next] != 0;
+  } else {
+    neg = fixed_phase_[next] != 0;
+  }
+  return make_lit(next, neg);
 }
 
 Status Solver::search() {

@@ -67,6 +67,15 @@ struct Options {
   int core_lbd = 2;             // learned clauses with LBD <= this are kept forever
   int tier2_lbd = 6;            // LBD <= this: tier2 (kept while used)
   bool default_negative = true;  // initial phase of every variable
+  // 1: a decision takes the variable's saved phase (its last value); 0: MiniSat's phase_saving=0,
+  // every decision takes the fixed default polarity (default_negative, or set_phases').
+  int phase_saving = 1;
+  // 1: each decision's sign is random (MiniSat's rnd_pol), from a generator seeded by
+  // random_seed; overrides the phase.
+  int random_polarity = 0;
+  // probability that a decision picks a random unassigned variable (MiniSat's random_var_freq).
+  double random_var_freq = 0.0;
+  double random_seed = 91648253.0;  // MiniSat's default; read at the first decision only
   // 1: all assumptions on one base level, and learned clauses leave its literals out (short
   //    clauses, as if the assumptions were units); such clauses hold only under the current
   //    assumptions and are deleted when solve returns. 0: MiniSat style, one level per
@@ -258,6 +267,9 @@ class Solver {
   uint64_t prio_epoch_end_ = 0;  // conflict count that ends the current epoch
   std::vector<uint8_t> phase_;  // 1: negative
   std::vector<uint8_t> phase0_;  // phase_ when the first solve began
+  std::vector<uint8_t> fixed_phase_;  // default polarity (phase_saving 0): 1 negative
+  double rnd_state_ = 0.0;  // MiniSat's drand generator; 0: not seeded yet
+  double drand();
   std::vector<uint8_t> seen_;
   std::vector<int32_t> heap_idx_;
   std::vector<Var> heap_;

@@ -40,6 +40,12 @@ def _native() -> Backend:
     return NativeBackend()
 
 
+def _native_eev() -> Backend:
+    from verifriend.bnn.solvers.native import NativeEEVBackend
+
+    return NativeEEVBackend()
+
+
 def _cpsat() -> Backend:
     from verifriend.bnn.solvers.cpsat import CpSatBackend
 
@@ -66,6 +72,8 @@ def _brute() -> Backend:
 
 BACKENDS: dict[str, Callable[[], Backend]] = {"native": _native}
 _REQUIRES["native"] = "verifriend.bnn.solvers.native"
+BACKENDS["native-eev"] = _native_eev
+_REQUIRES["native-eev"] = "verifriend.bnn.solvers.native"
 for _enc in ("seqcounter", "totalizer", "sortnetwrk", "cardnetwrk"):
     for _sat in ("minisat22", "cadical153"):
         BACKENDS[f"pysat-{_enc}-{_sat}"] = _pysat_cnf(_enc, _sat)
