@@ -159,6 +159,7 @@ def assert_user_error(result, *words):
     assert len(msg.splitlines()) == 1, msg  # one sentence on one line
     for w in words:
         assert w.lower() in msg.lower(), msg
+    return msg
 
 
 def test_cli_user_errors(ckpt, tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ import os
 import sys
 
 import pytest
+from test_campaign import assert_user_error
 from typer.testing import CliRunner
 
 from verifriend.app.campaign import campaign, merge_results, read_results
@@ -145,16 +146,6 @@ def test_a_property_that_kills_every_worker_is_named_and_retried_later(ray_clust
 def verify_args(ckpt, *extra):
     return ["verify", "--model", str(ckpt), "--eps", str(EPS), "--timeout", str(TIMEOUT),
             "--indices", "0:100", *extra]
-
-
-def assert_user_error(result, *words):
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    msg = result.output.strip()
-    assert len(msg.splitlines()) == 1, msg  # one sentence on one line
-    for w in words:
-        assert w.lower() in msg.lower(), msg
-    return msg
 
 
 def test_shards_add_up_to_the_single_process_run(ray_cluster, ckpt, single):
