@@ -28,10 +28,6 @@ from verifriend.globalrob.difference import GlobalProblem, crown_certificate
 Show = Callable[[str, dict], None]
 
 
-def _device(name: str) -> torch.device:
-    return torch_device(name)
-
-
 def _attack_starts(settings: GlobalSettings, loaded) -> tuple[torch.Tensor | None, str | None]:
     """The first ``attack_starts`` test images of the data set, in the model's input shape,
     or None (with the reason) when the data set is not on this machine."""
@@ -51,7 +47,7 @@ def run_global(settings: GlobalSettings, show: Show | None = None) -> dict:
     output: ``attack_lower``, ``input_free``, ``input_aware``, ``bab``, ``certified``,
     ``ratio`` (certified / attack), ``time_s``, ``domains``, ``exhausted``, ``trace``."""
     show = show or (lambda kind, event: None)
-    device = _device(settings.device)
+    device = torch_device(settings.device)
     loaded = load_model_file(settings.model, settings.dataset)
     n = loaded.graph.num_outputs
     outputs = list(settings.outputs) if settings.outputs is not None else list(range(n))

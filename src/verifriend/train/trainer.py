@@ -76,10 +76,6 @@ class TrainState:
     stopped: bool = False  # ended early (accuracy band reached)
 
 
-def _device(name: str) -> torch.device:
-    return torch_device(name)
-
-
 def _training_data(x: Tensor, y: Tensor, cfg: TrainConfig, dev: torch.device
                    ) -> tuple[Tensor, Tensor]:
     if x.dim() < 2 or y.dim() != 1 or x.shape[0] != y.shape[0]:
@@ -119,7 +115,7 @@ def _prepare(model: nn.Module, x_train: Tensor, y_train: Tensor, cfg: TrainConfi
     """The loss, the (training, validation) split on the device, the optimizer and the
     seeded generators, in the order that fixes a run's random streams."""
     loss_fn = loss_for(cfg)
-    dev = _device(cfg.device)
+    dev = torch_device(cfg.device)
     x, y = _training_data(x_train, y_train, cfg, dev)
     tr, va = split_validation(x.shape[0], cfg)
     x_val, y_val = x[va.to(dev)], y[va.to(dev)]
